@@ -1,0 +1,1 @@
+"""Subcommands of the attri-ssc CLI, one module per family."""

@@ -1,0 +1,1 @@
+"""Dimension-agnostic building blocks (layers chosen by ``spatial_dims``)."""
