@@ -1,0 +1,174 @@
+"""Checkpoints: safetensors weights + a JSON sidecar; never pickle.
+
+A checkpoint ``<prefix>`` is two files:
+
+* ``<prefix>.safetensors``: a flat ``{name: tensor}`` mapping;
+* ``<prefix>.json``: ``{"format_version", "sha256", "meta": {...}}`` where ``sha256`` is the
+  digest of the safetensors file.
+
+Both are written atomically (temp file + rename), the safetensors file first and the
+JSON last, so the JSON's presence marks a complete checkpoint. Loading checks the
+JSON, the format version and (by default) the digest before reading any tensor, and
+raises :class:`~attri_ssc.errors.CheckpointError` with the file and the problem.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from attri_ssc.errors import CheckpointError
+from attri_ssc.io_utils import atomic_write, write_json
+
+FORMAT_VERSION = 1
+MODEL_FAMILY = "ssc_vae"
+
+
+def checkpoint_paths(path_prefix: str | os.PathLike) -> tuple[Path, Path]:
+    """``(<prefix>.safetensors, <prefix>.json)``."""
+    prefix = str(path_prefix)
+    return Path(prefix + ".safetensors"), Path(prefix + ".json")
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 digest of a file."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def save_checkpoint(path_prefix: str | os.PathLike, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Path:
+    """Write ``tensors`` and JSON-serialisable ``meta`` under ``path_prefix``; returns the JSON path."""
+    st_path, json_path = checkpoint_paths(path_prefix)
+    bad = [k for k, v in tensors.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
+    if bad:
+        raise ValueError(f"tensors must map str to torch.Tensor; bad entries: {bad[:5]}")
+    flat = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
+    # Drop an older sidecar first: an interrupted overwrite then reads as incomplete.
+    json_path.unlink(missing_ok=True)
+    atomic_write(st_path, lambda tmp: save_file(flat, str(tmp)))
+    record = {"format_version": FORMAT_VERSION, "sha256": sha256_file(st_path), "meta": meta}
+    try:
+        write_json(json_path, record)  # serialises before touching the file
+    except TypeError as exc:
+        raise ValueError(f"checkpoint meta is not JSON serialisable: {exc}") from exc
+    return json_path
+
+
+def load_checkpoint(path_prefix: str | os.PathLike, verify: bool = True) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read a checkpoint written by :func:`save_checkpoint`.
+
+    Returns ``(tensors, meta)``. Raises ``CheckpointError`` if either file is missing, the
+    JSON is unparsable or of another format version, the digest does not match
+    (``verify=True``), or the safetensors file cannot be read.
+    """
+    st_path, json_path = checkpoint_paths(path_prefix)
+    if not json_path.is_file():
+        hint = " (the weights exist: the save was interrupted)" if st_path.is_file() else ""
+        raise CheckpointError(f"checkpoint metadata {json_path} not found{hint}")
+    if not st_path.is_file():
+        raise CheckpointError(f"checkpoint weights {st_path} not found (metadata {json_path} exists)")
+    try:
+        with open(json_path, encoding="utf-8") as fh:
+            record = json.load(fh)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"cannot parse checkpoint metadata {json_path}: {exc}") from exc
+    if not isinstance(record, dict) or not {"format_version", "sha256", "meta"} <= set(record):
+        raise CheckpointError(
+            f"checkpoint metadata {json_path} lacks format_version/sha256/meta; not an attri-ssc checkpoint"
+        )
+    if record["format_version"] != FORMAT_VERSION:
+        raise CheckpointError(
+            f"checkpoint {json_path} has format_version={record['format_version']!r}, "
+            f"this attri-ssc reads {FORMAT_VERSION}"
+        )
+    if verify:
+        digest = sha256_file(st_path)
+        if digest != record["sha256"]:
+            raise CheckpointError(
+                f"checksum mismatch for {st_path}: expected sha256 {record['sha256']}, got {digest} "
+                "(truncated or modified file)"
+            )
+    try:
+        tensors = load_file(str(st_path))
+    except Exception as exc:  # safetensors raises its own error types
+        raise CheckpointError(f"cannot read checkpoint weights {st_path}: {exc}") from exc
+    return tensors, record["meta"]
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """Strip DistributedDataParallel / DataParallel (``.module``) and torch.compile (``_orig_mod``) wrappers."""
+    while True:
+        if hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        elif isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            model = model.module
+        else:
+            return model
+
+
+def save_model(model: nn.Module, path_prefix: str | os.PathLike, extra_meta: dict[str, Any] | None = None) -> Path:
+    """Save an :class:`SSCVAE`'s state_dict with its config under ``meta['model_config']``."""
+    model = unwrap_model(model)
+    meta: dict[str, Any] = dict(extra_meta or {})
+    meta["model_family"] = MODEL_FAMILY
+    meta["model_config"] = model.config.to_dict()
+    return save_checkpoint(path_prefix, dict(model.state_dict()), meta)
+
+
+def load_state_dict_checked(model: nn.Module, state: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
+    """``model.load_state_dict(state)`` after checking keys and shapes.
+
+    Raises ``CheckpointError`` naming missing, unexpected and mis-shaped keys.
+    """
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    misshaped = sorted(
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in set(own) & set(state)
+        if tuple(state[k].shape) != tuple(own[k].shape)
+    )
+    if missing or unexpected or misshaped:
+        parts = []
+        if missing:
+            parts.append(f"missing keys {_short(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys {_short(unexpected)}")
+        if misshaped:
+            parts.append(f"mis-shaped keys {_short(misshaped)}")
+        raise CheckpointError(f"{source} does not match the model: " + "; ".join(parts))
+    model.load_state_dict(state, strict=True)
+
+
+def load_model(path_prefix: str | os.PathLike, verify: bool = True) -> "SSCVAE":  # noqa: F821
+    """Rebuild the :class:`SSCVAE` saved by :func:`save_model` (architecture from the checkpoint)."""
+    from attri_ssc.models.config import ModelConfig
+    from attri_ssc.models.ssc_vae import SSCVAE
+
+    tensors, meta = load_checkpoint(path_prefix, verify=verify)
+    source = str(checkpoint_paths(path_prefix)[1])
+    family = meta.get("model_family") if isinstance(meta, dict) else None
+    if family != MODEL_FAMILY:
+        raise CheckpointError(f"{source} holds model_family={family!r}, expected {MODEL_FAMILY!r}")
+    try:
+        config = ModelConfig.from_dict(meta["model_config"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{source}: invalid model_config: {exc}") from exc
+    model = SSCVAE(config)
+    load_state_dict_checked(model, tensors, source)
+    model.eval()
+    return model
+
+
+def _short(items: list[str], n: int = 8) -> str:
+    return ", ".join(items[:n]) + (f", ... ({len(items) - n} more)" if len(items) > n else "")

@@ -1,0 +1,460 @@
+"""The training loop: one loop that runs the curriculum's stages in order (Section 3.3).
+
+Reads top to bottom: prepare the run folder, build data and model, then for each stage
+run its start hook (Stage II: least-squares W₀; Stage III: freeze W's support), make an
+optimiser for the stage's trainable groups, and step. Every ``checkpoint_every`` steps
+and at each stage end the resumable state is written atomically; ``--resume`` continues
+mid-stage with bit-identical results on CPU. Only rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from scipy import stats
+from torch import Tensor, nn
+from torch.utils.data import DistributedSampler, default_collate
+from tqdm.auto import tqdm
+
+from attri_ssc.config import ExperimentConfig, StageSpec, dump_yaml
+from attri_ssc.errors import CheckpointError, ConfigError, NumericalError
+from attri_ssc.io_utils import write_json, write_text
+from attri_ssc.seeding import set_seed
+from attri_ssc.training import distributed as dist_utils
+from attri_ssc.training.families import FAMILIES, post_step
+from attri_ssc.training.state import (load_model_tensors, model_tensors, optimizer_from_flat,
+                                      optimizer_to_flat, restore_rng, rng_state)
+
+RUN_ARTIFACTS = ("config.yaml", "metrics.jsonl", "checkpoints", "model.safetensors", "model.json",
+                 "summary.json", "split.json")
+CHECKPOINT_NAME = "checkpoints/last"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class Position:
+    """Where the curriculum stands: ``stage`` index, steps done in it, steps done overall."""
+
+    stage: int = 0
+    step_in_stage: int = 0
+    global_step: int = 0
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    completed: bool
+    position: Position
+    validation: dict[str, Any]
+    wall_time_s: float
+
+
+# --------------------------------------------------------------------------- run folder
+
+
+def prepare_run_dir(run_dir: Path, resume: bool, force: bool) -> None:
+    """Check the run folder before any work: writable, empty unless resuming or forcing."""
+    if resume and force:
+        raise ConfigError("--resume and --force exclude each other")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"run folder {run_dir} exists and is not a folder")
+    if resume:
+        if not (run_dir / f"{CHECKPOINT_NAME}.json").exists():
+            raise CheckpointError(f"cannot resume: no checkpoint at {run_dir / CHECKPOINT_NAME}.json")
+        return
+    if run_dir.exists() and any(run_dir.iterdir()):
+        if not force:
+            raise ConfigError(
+                f"run folder {run_dir} is not empty; pass --resume to continue it or --force to overwrite it")
+        for name in RUN_ARTIFACTS:
+            target = run_dir / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"run folder {run_dir} is not writable: {exc.strerror or exc}") from exc
+
+
+class MetricsLog:
+    """Append-only JSON-lines log (``metrics.jsonl``); a no-op on ranks other than 0."""
+
+    def __init__(self, path: Path, enabled: bool, keep_until_step: int | None = None) -> None:
+        self.path = path
+        self.enabled = enabled
+        if enabled and keep_until_step is not None and path.exists():
+            # Drop records written after the checkpoint we resume from.
+            kept = [line for line in path.read_text().splitlines()
+                    if line.strip() and json.loads(line).get("global_step", 0) <= keep_until_step]
+            write_text(path, "".join(line + "\n" for line in kept))
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self.enabled:
+            with open(self.path, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(record) + "\n")
+
+
+# --------------------------------------------------------------------------- batches
+
+
+class BatchSchedule:
+    """Deterministic batches: epoch ``e`` is a seeded permutation sharded across ranks.
+
+    The batch of global step ``g`` is a pure function of (seed, g, rank), so a resumed run
+    sees exactly the batches the uninterrupted run would have seen.
+    """
+
+    def __init__(self, dataset, batch_size: int, seed: int, info: dist_utils.DistInfo) -> None:
+        self.dataset = dataset
+        self.sampler = DistributedSampler(dataset, num_replicas=info.world_size, rank=info.rank,
+                                          shuffle=True, seed=seed, drop_last=True)
+        self.batch_size = batch_size
+        self.per_epoch = self.sampler.num_samples // batch_size
+        if self.per_epoch < 1:
+            raise ConfigError(
+                f"training split has {len(dataset)} samples: too few for batch_size={batch_size} "
+                f"on {info.world_size} process(es)")
+        self._epoch = -1
+        self._indices: list[int] = []
+
+    def batch(self, global_step: int) -> dict[str, Any]:
+        epoch, within = divmod(global_step, self.per_epoch)
+        if epoch != self._epoch:
+            self.sampler.set_epoch(epoch)
+            self._indices = list(self.sampler)
+            self._epoch = epoch
+        chunk = self._indices[within * self.batch_size:(within + 1) * self.batch_size]
+        return default_collate([self.dataset[i] for i in chunk])
+
+
+def to_device(batch: dict[str, Any], device: torch.device, channels_last: bool) -> dict[str, Any]:
+    out = {}
+    for key, value in batch.items():
+        if torch.is_tensor(value):
+            value = value.to(device, non_blocking=True)
+            if channels_last and key in ("image", "clean") and value.dim() in (4, 5):
+                fmt = torch.channels_last if value.dim() == 4 else torch.channels_last_3d
+                value = value.contiguous(memory_format=fmt)
+        out[key] = value
+    return out
+
+
+# --------------------------------------------------------------------------- stage hooks
+
+
+@torch.no_grad()
+def collect_usage_features(model: nn.Module, dataset, device: torch.device, batch_size: int,
+                           info: dist_utils.DistInfo) -> tuple[Tensor, Tensor]:
+    """K·ũ and scaled attributes over this rank's shard of ``dataset``, gathered from all ranks."""
+    was_training = model.training
+    model.eval()
+    indices = list(range(info.rank, len(dataset), info.world_size))
+    feats, attrs = [], []
+    for start in range(0, len(indices), batch_size):
+        batch = default_collate([dataset[i] for i in indices[start:start + batch_size]])
+        out = model.backbone(batch["image"].to(device))
+        feats.append(model.mapper.features(out.codes).float())
+        attrs.append(batch["attributes"].to(device).float())
+    model.train(was_training)
+    features = dist_utils.all_gather_rows(torch.cat(feats), info)
+    attributes = dist_utils.all_gather_rows(torch.cat(attrs), info)
+    return features.cpu(), attributes.cpu()
+
+
+def start_stage(model: nn.Module, stage: StageSpec, cfg: ExperimentConfig, train_set, device: torch.device,
+                info: dist_utils.DistInfo) -> dict[str, Any]:
+    """Run a stage's start hook; returns facts for the log."""
+    facts: dict[str, Any] = {}
+    if cfg.train.family != "attri_ssc":
+        return facts
+    mapper = model.mapper
+    if stage.init_mapper:
+        features, attributes = collect_usage_features(model, train_set, device, cfg.train.batch_size, info)
+        mapper.fit_least_squares(features.to(device), attributes.to(device), cfg.train.ridge)
+        facts["w0_abs_max"] = float(mapper.weight.abs().max())
+        facts["w0_fit_r2"] = _r2(features.to(device) @ mapper.weight.t(), attributes.to(device))
+    if stage.freeze_support:
+        mapper.freeze_support(cfg.train.top_k if not cfg.train.one_to_one else 1, cfg.train.one_to_one)
+        facts["support"] = {str(m): mapper.atoms_of(m) for m in range(mapper.n_attributes)}
+    return facts
+
+
+def _r2(pred: Tensor, target: Tensor) -> list[float]:
+    resid = ((pred - target) ** 2).sum(0)
+    total = ((target - target.mean(0)) ** 2).sum(0).clamp_min(1e-12)
+    return (1 - resid / total).tolist()
+
+
+# --------------------------------------------------------------------------- validation
+
+
+@torch.no_grad()
+def validate(model: nn.Module, family, dataset, cfg: ExperimentConfig, stage: StageSpec,
+             device: torch.device, attribute_names: tuple[str, ...]) -> dict[str, Any]:
+    """Mean loss terms, PSNR, code density and Spearman ρ(prediction, attribute) on a split."""
+    if dataset is None or len(dataset) == 0:
+        return {}
+    was_training = model.training
+    model.eval()
+    sums: dict[str, float] = {}
+    preds, targets, psnrs, densities = [], [], [], []
+    n_batches = 0
+    for start in range(0, len(dataset), cfg.train.batch_size):
+        batch = to_device(default_collate([dataset[i] for i in range(start, min(len(dataset),
+                                                                            start + cfg.train.batch_size))]),
+                          device, False)
+        out = model(batch["image"])
+        terms = family.loss_terms(model, out, batch, stage, cfg)
+        for k, v in terms.items():
+            sums[k] = sums.get(k, 0.0) + float(v)
+        n_batches += 1
+        recon = family.reconstruction(out).float().clamp(0, 1)
+        mse = ((recon - batch["image"]) ** 2).flatten(1).mean(1).clamp_min(1e-12)
+        psnrs.append((10 * torch.log10(1.0 / mse)).cpu())
+        preds.append(family.attribute_predictions(out)[:, : len(attribute_names)].float().cpu())
+        targets.append(batch["raw_attributes"].float().cpu())
+        stats_ = family.step_stats(out)
+        if "density" in stats_:
+            densities.append(float(stats_["density"]))
+    model.train(was_training)
+    pred = torch.cat(preds).numpy()
+    target = torch.cat(targets).numpy()
+    result: dict[str, Any] = {f"loss_{k}": v / n_batches for k, v in sums.items()}
+    result["psnr"] = float(torch.cat(psnrs).mean())
+    if densities:
+        result["density"] = float(np.mean(densities))
+    result["spearman"] = {name: _spearman(pred[:, i], target[:, i]) for i, name in enumerate(attribute_names)}
+    return result
+
+
+def _spearman(x: np.ndarray, y: np.ndarray) -> float | None:
+    if np.std(x) == 0 or np.std(y) == 0:
+        return None
+    return float(stats.spearmanr(x, y).statistic)
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def save_training_state(run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None,
+                        position: Position, cfg: ExperimentConfig, extra: dict[str, Any]) -> None:
+    from attri_ssc.checkpoint import save_checkpoint
+
+    tensors = model_tensors(model)
+    optim_meta: dict[str, Any] | None = None
+    if optimizer is not None and position.step_in_stage > 0:
+        optim_tensors, optim_meta = optimizer_to_flat(optimizer)
+        tensors.update(optim_tensors)
+    rng_tensors, rng_meta = rng_state()
+    tensors.update(rng_tensors)
+    meta = {
+        "kind": "training_state",
+        "format_version": FORMAT_VERSION,
+        "family": cfg.train.family,
+        "config": cfg.to_dict(),
+        "position": position.__dict__,
+        "optimizer": optim_meta,
+        "rng": rng_meta,
+        **extra,
+    }
+    save_checkpoint(run_dir / CHECKPOINT_NAME, tensors, meta)
+
+
+def save_final_model(run_dir: Path, model: nn.Module, cfg: ExperimentConfig, extra: dict[str, Any]) -> None:
+    """``RUN/model.{safetensors,json}``: the trained weights and everything needed to use them."""
+    from attri_ssc.checkpoint import save_checkpoint
+
+    meta = {"kind": "model", "format_version": FORMAT_VERSION, "family": cfg.train.family,
+            "config": cfg.to_dict(), **extra}
+    save_checkpoint(run_dir / "model", model_tensors(model), meta)
+
+
+# --------------------------------------------------------------------------- main entry
+
+
+def resolve_device(cfg: ExperimentConfig) -> torch.device:
+    if cfg.train.device == "cuda" or (cfg.train.device == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise ConfigError("train.device=cuda but no CUDA device is available")
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def train(cfg: ExperimentConfig, data_dir: str | Path, run_dir: str | Path, resume: bool = False,
+          force: bool = False, progress: bool = True) -> TrainResult:
+    """Train ``cfg`` on the EMIDEC-layout folder ``data_dir`` into ``run_dir``.
+
+    With ``resume``, training continues from the run's checkpoint; ``cfg`` must have the
+    checkpoint's model and data settings (training options such as ``stop_after`` may differ).
+    """
+    from attri_ssc.checkpoint import load_checkpoint
+    from attri_ssc.data.datasets import build_datasets
+
+    started = time.perf_counter()
+    run_dir = Path(run_dir)
+    cfg.validate()
+    device = resolve_device(cfg)
+    info = dist_utils.init_distributed(device.type)
+    if info.is_main:
+        prepare_run_dir(run_dir, resume, force)
+    dist_utils.barrier(info)
+
+    position = Position()
+    ckpt_tensors: dict[str, Tensor] = {}
+    ckpt_meta: dict[str, Any] = {}
+    if resume:
+        ckpt_tensors, ckpt_meta = load_checkpoint(run_dir / CHECKPOINT_NAME)
+        saved = ckpt_meta["config"]
+        for section in ("model", "data"):
+            now = getattr(cfg, section).to_dict()
+            diff = sorted(k for k in set(now) | set(saved[section]) if now.get(k) != saved[section].get(k))
+            if diff:
+                raise CheckpointError(f"cannot resume: {section} settings differ from the checkpoint's: {diff}")
+        position = Position(**ckpt_meta["position"])
+    if cfg.train.num_threads:
+        torch.set_num_threads(cfg.train.num_threads)
+
+    # Data: rank 0 fills the preprocessing cache first.
+    if info.is_main:
+        bundle = build_datasets(data_dir, cfg.data, seed=cfg.train.seed)
+    dist_utils.barrier(info)
+    if not info.is_main:
+        bundle = build_datasets(data_dir, cfg.data, seed=cfg.train.seed)
+    names = tuple(bundle.attribute_names)
+    if resume and ckpt_meta.get("split") and ckpt_meta["split"] != bundle.split:
+        raise CheckpointError("the data split differs from the one the run was trained on "
+                              "(different data folder or data settings?)")
+
+    family = FAMILIES[cfg.train.family]
+    set_seed(cfg.train.seed)
+    model = family.build(cfg, len(names)).to(device)
+    if cfg.train.channels_last:
+        model = model.to(memory_format=torch.channels_last if cfg.model.spatial_dims == 2
+                         else torch.channels_last_3d)
+    if resume:
+        try:
+            load_model_tensors(model, ckpt_tensors)
+        except RuntimeError as exc:
+            raise CheckpointError(f"checkpoint does not match the model: {exc}") from exc
+        restore_rng(ckpt_tensors, ckpt_meta["rng"])
+
+    run_extra = {"attribute_names": list(names), "scaler": bundle.scaler.to_dict(), "split": bundle.split,
+                 "data_dir": str(data_dir)}
+    if info.is_main:
+        write_text(run_dir / "config.yaml", dump_yaml(cfg))
+        write_json(run_dir / "split.json", bundle.split)
+    log = MetricsLog(run_dir / "metrics.jsonl", info.is_main, keep_until_step=position.global_step if resume else None)
+    schedule = BatchSchedule(bundle.train, cfg.train.batch_size, cfg.train.seed, info)
+    autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if cfg.train.precision == "bf16"
+                else nullcontext())
+    last_val: dict[str, Any] = {}
+    model.train()
+
+    for stage_index in range(position.stage, len(cfg.stages)):
+        stage = cfg.stages[stage_index]
+        resuming_mid_stage = resume and stage_index == ckpt_meta["position"]["stage"] and position.step_in_stage > 0
+        if not resuming_mid_stage:
+            position = Position(stage_index, 0, position.global_step)
+            facts = start_stage(model, stage, cfg, bundle.train, device, info)
+            log.write({"kind": "stage_start", "stage": stage.name, "global_step": position.global_step, **facts})
+        groups = family.trainable_groups(model, stage, cfg)
+        optimizer = torch.optim.Adam(groups)
+        if resuming_mid_stage and ckpt_meta.get("optimizer"):
+            optimizer_from_flat(optimizer, ckpt_tensors, ckpt_meta["optimizer"])
+        wrapped: nn.Module = model
+        if info.enabled:
+            wrapped = nn.parallel.DistributedDataParallel(
+                model, device_ids=[info.local_rank] if device.type == "cuda" else None)
+        params = [p for g in groups for p in g["params"]]
+        bar = tqdm(total=stage.steps, initial=position.step_in_stage, desc=f"{cfg.train.family} {stage.name}",
+                   disable=not (progress and info.is_main), dynamic_ncols=True, leave=True)
+        while position.step_in_stage < stage.steps:
+            batch = to_device(schedule.batch(position.global_step), device, cfg.train.channels_last)
+            with autocast:
+                out = wrapped(batch["image"])
+                terms = family.loss_terms(model, out, batch, stage, cfg)
+            total = sum(terms.values())
+            optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            family.after_backward(model)
+            grad_norm = torch.nn.utils.clip_grad_norm_(
+                params, cfg.train.max_grad_norm if cfg.train.max_grad_norm > 0 else math.inf)
+            finite = torch.isfinite(total.detach()) & torch.isfinite(grad_norm)
+            if info.enabled:
+                flag = finite.to(torch.int32)
+                torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
+                finite = flag.bool()
+            if not bool(finite):
+                bad = [k for k, v in terms.items() if not torch.isfinite(v.detach()).all()] or ["gradients"]
+                where = f"stage {stage.name!r} step {position.step_in_stage} (global step {position.global_step})"
+                if not cfg.train.skip_nonfinite:
+                    raise NumericalError(
+                        f"non-finite {', '.join(bad)} at {where}; the last good checkpoint is "
+                        f"{run_dir / CHECKPOINT_NAME}.safetensors (resume with --resume, or set "
+                        f"train.skip_nonfinite=true to skip such batches)")
+                log.write({"kind": "skipped_batch", "stage": stage.name, "global_step": position.global_step,
+                           "nonfinite": bad})
+                optimizer.zero_grad(set_to_none=True)
+            else:
+                optimizer.step()
+                post_step(model)
+            position.step_in_stage += 1
+            position.global_step += 1
+            bar.update(1)
+
+            if position.global_step % cfg.train.log_every == 0 or position.step_in_stage == stage.steps:
+                record = {k: float(v) for k, v in terms.items()}
+                record["total"] = float(total)
+                record.update({k: float(v) for k, v in family.step_stats(out).items()})
+                record["lr"] = optimizer.param_groups[0]["lr"]
+                record["grad_norm"] = float(grad_norm)
+                bar.set_postfix({k: f"{v:.3g}" for k, v in record.items() if k != "lr"}, refresh=False)
+                log.write({"kind": "step", "stage": stage.name, "step": position.step_in_stage,
+                           "global_step": position.global_step, **record})
+            if cfg.train.val_every and position.global_step % cfg.train.val_every == 0 and info.is_main:
+                last_val = validate(model, family, bundle.val, cfg, stage, device, names)
+                log.write({"kind": "val", "stage": stage.name, "global_step": position.global_step, **last_val})
+            stopping = cfg.train.stop_after and position.global_step >= cfg.train.stop_after
+            if info.is_main and (position.global_step % cfg.train.checkpoint_every == 0 or stopping):
+                if position.step_in_stage < stage.steps:
+                    save_training_state(run_dir, model, optimizer, position, cfg, run_extra)
+            if stopping and position.step_in_stage < stage.steps:
+                bar.close()
+                dist_utils.barrier(info)
+                dist_utils.cleanup(info)
+                return TrainResult(run_dir, False, position, last_val, time.perf_counter() - started)
+        bar.close()
+        if info.is_main:
+            last_val = validate(model, family, bundle.val, cfg, stage, device, names)
+            log.write({"kind": "val", "stage": stage.name, "global_step": position.global_step, **last_val})
+            save_training_state(run_dir, model, None, Position(stage_index + 1, 0, position.global_step), cfg,
+                                run_extra)
+        dist_utils.barrier(info)
+        position = Position(stage_index + 1, 0, position.global_step)
+        if cfg.train.stop_after and position.global_step >= cfg.train.stop_after and stage_index + 1 < len(cfg.stages):
+            dist_utils.cleanup(info)
+            return TrainResult(run_dir, False, position, last_val, time.perf_counter() - started)
+
+    wall = time.perf_counter() - started
+    if info.is_main:
+        save_final_model(run_dir, model, cfg, run_extra)
+        write_json(run_dir / "summary.json", {
+            "family": cfg.train.family, "global_steps": position.global_step,
+            "wall_time_s_this_process": wall,
+            "world_size": info.world_size, "validation": last_val})
+    dist_utils.cleanup(info)
+    return TrainResult(run_dir, True, position, last_val, wall)

@@ -1,0 +1,25 @@
+"""Shared test fixtures: tiny model configs and seeding. Keep this file small."""
+
+from __future__ import annotations
+
+import pytest
+
+from attri_ssc.models.config import ModelConfig, preset
+from attri_ssc.seeding import set_seed
+
+
+@pytest.fixture(autouse=True)
+def _seed_everything() -> None:
+    """Every test starts from the same RNG state (Python, NumPy, torch)."""
+    set_seed(0)
+
+
+@pytest.fixture
+def tiny_config():
+    """Factory: ``tiny_config(spatial_dims=2, **overrides) -> ModelConfig`` (16^d input, K = 16)."""
+
+    def make(spatial_dims: int = 2, **overrides) -> ModelConfig:
+        return preset("tiny", spatial_dims=spatial_dims, **overrides)
+
+    return make
+
