@@ -23,3 +23,16 @@ def tiny_config():
 
     return make
 
+
+
+@pytest.fixture(scope="session")
+def phantom_dir(tmp_path_factory):
+    """Six small phantom cases (2 N, 4 P; seed 123) in EMIDEC layout, generated once.
+
+    Read-only for tests: copy it (shutil.copytree) before breaking anything.
+    """
+    from attri_ssc.data.phantoms import generate_phantoms
+
+    root = tmp_path_factory.mktemp("phantoms")
+    generate_phantoms(root, 6, seed=123)
+    return root

@@ -139,10 +139,12 @@ class AttriVAE(nn.Module):
         self._init_weights()
 
     def _init_weights(self) -> None:
-        """Xavier-uniform weights and zero biases for conv/linear layers (as Attri-VAE)."""
+        """Xavier-uniform weights and zero biases for conv/linear layers (as Attri-VAE);
+        BatchNorm keeps its (1, 0) initialisation."""
         for module in self.modules():
-            if isinstance(module, (nn.Linear, nn.modules.conv._ConvNd)):
-                nn.init.xavier_uniform_(module.weight)
+            weight = getattr(module, "weight", None)
+            if isinstance(weight, nn.Parameter) and weight.dim() >= 2:  # conv, transposed conv, linear
+                nn.init.xavier_uniform_(weight)
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
 
@@ -176,6 +178,8 @@ class AttriVAE(nn.Module):
     def decode(self, z: Tensor) -> Tensor:
         """Reconstruction ``(B, C, *S)`` in [0, 1] from latents ``z`` ``(B, latent_dim)``."""
         cfg = self.config
+        if z.dim() != 2 or z.shape[1] != cfg.latent_dim:
+            raise ValueError(f"z must have shape (B, {cfg.latent_dim}), got z.shape={tuple(z.shape)}")
         h = self.decoder_fc(z)  # (B, flat_dim)
         h = h.view(z.shape[0], cfg.encoder_channels[-1], *cfg.bottleneck_size)  # (B, C_b, *s)
         return self.decoder_conv(h)

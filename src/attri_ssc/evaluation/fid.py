@@ -24,6 +24,7 @@ Conventions (ours, documented in the README):
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from pathlib import Path
 from typing import Callable, Mapping
 
@@ -32,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attri_ssc.evaluation.weights import NOT_COMPUTED, WeightsError, load_weights
+from attri_ssc.evaluation.weights import NOT_COMPUTED, check_tensor_shapes, load_weights
 
 __all__ = [
     "INCEPTION_INPUT_SIZE",
@@ -60,22 +61,16 @@ _BN_EPS = 1e-3  # the TF Inception graph's batch-norm epsilon
 class _ConvBNReLU(nn.Module):
     """conv (no bias) → batch norm without scale (β, running mean, var; ε = 1e-3) → ReLU.
 
-    Holds the tensors as buffers (the network is frozen). Kernel ``(C_out, C_in, kh, kw)``.
+    Buffers: ``weight`` ``(C_out, C_in, kh, kw)``, ``beta``/``mean``/``var`` ``(C_out,)``;
+    zero until weights are loaded (the network is frozen, so nothing is a parameter).
     """
 
-    def __init__(self, tensors: Mapping[str, Tensor], prefix: str, stride: int, padding: tuple[int, int]):
+    def __init__(self, c_in: int, c_out: int, kernel: tuple[int, int], stride: int = 1,
+                 padding: tuple[int, int] = (0, 0)):
         super().__init__()
-        weight = _take(tensors, f"{prefix}.weight")
-        if weight.ndim != 4:
-            raise WeightsError(f"{prefix}.weight: expected a 4-d kernel, got shape {tuple(weight.shape)}")
-        self.register_buffer("weight", weight)
+        self.register_buffer("weight", torch.zeros(c_out, c_in, *kernel))
         for name in ("beta", "mean", "var"):
-            vec = _take(tensors, f"{prefix}.{name}")
-            if vec.shape != (weight.shape[0],):
-                raise WeightsError(
-                    f"{prefix}.{name}: expected shape ({weight.shape[0]},), got {tuple(vec.shape)}"
-                )
-            self.register_buffer(name, vec)
+            self.register_buffer(name, torch.zeros(c_out) if name != "var" else torch.ones(c_out))
         self.stride = stride
         self.padding = padding
 
@@ -85,47 +80,28 @@ class _ConvBNReLU(nn.Module):
         return F.relu(x)
 
 
-def _take(tensors: Mapping[str, Tensor], key: str) -> Tensor:
-    if key not in tensors:
-        raise WeightsError(f"FID Inception weights lack tensor {key!r} (re-run `attri-ssc weights fetch`)")
-    return tensors[key]
-
-
-def _same(k: int) -> int:
-    return k // 2
-
-
-class _Stack(nn.Module):
-    """Several conv units applied in order; ``specs`` = ((name, stride, padding), ...)."""
-
-    def __init__(self, tensors, prefix: str, specs):
-        super().__init__()
-        for name, stride, pad in specs:
-            self.add_module(name, _ConvBNReLU(tensors, f"{prefix}.{name}", stride, pad))
-
-    def forward(self, x: Tensor) -> Tensor:
-        for layer in self.children():
-            x = layer(x)
-        return x
+def _unit(c_in: int, c_out: int, kernel: int | tuple[int, int] = 1, stride: int = 1,
+          same: bool = True) -> _ConvBNReLU:
+    """A conv unit; ``same`` pads by half the kernel (stride 1), else no padding."""
+    kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
+    return _ConvBNReLU(c_in, c_out, (kh, kw), stride, (kh // 2, kw // 2) if same else (0, 0))
 
 
 def _avg_pool_3x3(x: Tensor) -> Tensor:
-    # 3×3 average over valid pixels only (the TF graph's SAME pooling).
+    # 3×3 average over valid pixels only (the TF graph's SAME average pooling).
     return F.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=False)
 
 
 class _BlockA(nn.Module):
-    """35×35 block: 1×1 | 1×1→5×5 | 1×1→3×3→3×3 | avg-pool→1×1."""
+    """35×35 block: 1×1 | 1×1→5×5 | 1×1→3×3→3×3 | avg-pool→1×1; out 224 + ``pool_ch``."""
 
-    def __init__(self, tensors, prefix: str):
+    def __init__(self, c_in: int, pool_ch: int):
         super().__init__()
-        self.conv = _ConvBNReLU(tensors, f"{prefix}.conv", 1, (0, 0))
-        self.tower = _Stack(tensors, f"{prefix}.tower", [("conv", 1, (0, 0)), ("conv_1", 1, (2, 2))])
-        self.tower_1 = _Stack(
-            tensors, f"{prefix}.tower_1",
-            [("conv", 1, (0, 0)), ("conv_1", 1, (1, 1)), ("conv_2", 1, (1, 1))],
-        )
-        self.tower_2 = _ConvBNReLU(tensors, f"{prefix}.tower_2.conv", 1, (0, 0))
+        self.conv = _unit(c_in, 64)
+        self.tower = nn.Sequential(OrderedDict(conv=_unit(c_in, 48), conv_1=_unit(48, 64, 5)))
+        self.tower_1 = nn.Sequential(OrderedDict(
+            conv=_unit(c_in, 64), conv_1=_unit(64, 96, 3), conv_2=_unit(96, 96, 3)))
+        self.tower_2 = nn.Sequential(OrderedDict(conv=_unit(c_in, pool_ch)))
 
     def forward(self, x: Tensor) -> Tensor:
         return torch.cat(
@@ -134,36 +110,30 @@ class _BlockA(nn.Module):
 
 
 class _BlockB(nn.Module):
-    """35→17 reduction: 3×3/2 | 1×1→3×3→3×3/2 | max-pool 3×3/2."""
+    """35→17 reduction: 3×3/2 | 1×1→3×3→3×3/2 | max-pool 3×3/2; 288 → 768 channels."""
 
-    def __init__(self, tensors, prefix: str):
+    def __init__(self, c_in: int = 288):
         super().__init__()
-        self.conv = _ConvBNReLU(tensors, f"{prefix}.conv", 2, (0, 0))
-        self.tower = _Stack(
-            tensors, f"{prefix}.tower",
-            [("conv", 1, (0, 0)), ("conv_1", 1, (1, 1)), ("conv_2", 2, (0, 0))],
-        )
+        self.conv = _unit(c_in, 384, 3, stride=2, same=False)
+        self.tower = nn.Sequential(OrderedDict(
+            conv=_unit(c_in, 64), conv_1=_unit(64, 96, 3), conv_2=_unit(96, 96, 3, stride=2, same=False)))
 
     def forward(self, x: Tensor) -> Tensor:
         return torch.cat([self.conv(x), self.tower(x), F.max_pool2d(x, 3, 2)], dim=1)
 
 
 class _BlockC(nn.Module):
-    """17×17 block with factorised 7×7: 1×1 | 1×1→1×7→7×1 | 1×1→7×1→1×7→7×1→1×7 | pool→1×1."""
+    """17×17 block with factorised 7×7 convs (``c7`` inner channels); 768 → 768."""
 
-    def __init__(self, tensors, prefix: str):
+    def __init__(self, c7: int, c_in: int = 768):
         super().__init__()
-        p17, p71 = (0, _same(7)), (_same(7), 0)
-        self.conv = _ConvBNReLU(tensors, f"{prefix}.conv", 1, (0, 0))
-        self.tower = _Stack(
-            tensors, f"{prefix}.tower", [("conv", 1, (0, 0)), ("conv_1", 1, p17), ("conv_2", 1, p71)]
-        )
-        self.tower_1 = _Stack(
-            tensors, f"{prefix}.tower_1",
-            [("conv", 1, (0, 0)), ("conv_1", 1, p71), ("conv_2", 1, p17),
-             ("conv_3", 1, p71), ("conv_4", 1, p17)],
-        )
-        self.tower_2 = _ConvBNReLU(tensors, f"{prefix}.tower_2.conv", 1, (0, 0))
+        self.conv = _unit(c_in, 192)
+        self.tower = nn.Sequential(OrderedDict(
+            conv=_unit(c_in, c7), conv_1=_unit(c7, c7, (1, 7)), conv_2=_unit(c7, 192, (7, 1))))
+        self.tower_1 = nn.Sequential(OrderedDict(
+            conv=_unit(c_in, c7), conv_1=_unit(c7, c7, (7, 1)), conv_2=_unit(c7, c7, (1, 7)),
+            conv_3=_unit(c7, c7, (7, 1)), conv_4=_unit(c7, 192, (1, 7))))
+        self.tower_2 = nn.Sequential(OrderedDict(conv=_unit(c_in, 192)))
 
     def forward(self, x: Tensor) -> Tensor:
         return torch.cat(
@@ -172,39 +142,38 @@ class _BlockC(nn.Module):
 
 
 class _BlockD(nn.Module):
-    """17→8 reduction: 1×1→3×3/2 | 1×1→1×7→7×1→3×3/2 | max-pool 3×3/2."""
+    """17→8 reduction: 1×1→3×3/2 | 1×1→1×7→7×1→3×3/2 | max-pool 3×3/2; 768 → 1280."""
 
-    def __init__(self, tensors, prefix: str):
+    def __init__(self, c_in: int = 768):
         super().__init__()
-        self.tower = _Stack(tensors, f"{prefix}.tower", [("conv", 1, (0, 0)), ("conv_1", 2, (0, 0))])
-        self.tower_1 = _Stack(
-            tensors, f"{prefix}.tower_1",
-            [("conv", 1, (0, 0)), ("conv_1", 1, (0, 3)), ("conv_2", 1, (3, 0)), ("conv_3", 2, (0, 0))],
-        )
+        self.tower = nn.Sequential(OrderedDict(
+            conv=_unit(c_in, 192), conv_1=_unit(192, 320, 3, stride=2, same=False)))
+        self.tower_1 = nn.Sequential(OrderedDict(
+            conv=_unit(c_in, 192), conv_1=_unit(192, 192, (1, 7)), conv_2=_unit(192, 192, (7, 1)),
+            conv_3=_unit(192, 192, 3, stride=2, same=False)))
 
     def forward(self, x: Tensor) -> Tensor:
         return torch.cat([self.tower(x), self.tower_1(x), F.max_pool2d(x, 3, 2)], dim=1)
 
 
 class _BlockE(nn.Module):
-    """8×8 block with split 1×3/3×1 branches; the pool branch averages (first block) or
-    takes the max (last block), as in the TF graph."""
+    """8×8 block with split 1×3 / 3×1 branches; → 2048 channels. The pool branch averages
+    in the first E block and takes the max in the last, as in the TF graph."""
 
-    def __init__(self, tensors, prefix: str, pool: str):
+    def __init__(self, c_in: int, pool: str):
         super().__init__()
         if pool not in ("avg", "max"):
             raise ValueError(f"pool must be 'avg' or 'max', got pool={pool!r}")
         self.pool = pool
-        unit = lambda name, pad: _ConvBNReLU(tensors, f"{prefix}.{name}", 1, pad)  # noqa: E731
-        self.conv = unit("conv", (0, 0))
-        self.tower_conv = unit("tower_conv", (0, 0))
-        self.tower_mixed_conv = unit("tower_mixed_conv", (0, 1))
-        self.tower_mixed_conv_1 = unit("tower_mixed_conv_1", (1, 0))
-        self.tower_1_conv = unit("tower_1_conv", (0, 0))
-        self.tower_1_conv_1 = unit("tower_1_conv_1", (1, 1))
-        self.tower_1_mixed_conv = unit("tower_1_mixed_conv", (0, 1))
-        self.tower_1_mixed_conv_1 = unit("tower_1_mixed_conv_1", (1, 0))
-        self.tower_2_conv = unit("tower_2_conv", (0, 0))
+        self.conv = _unit(c_in, 320)
+        self.tower_conv = _unit(c_in, 384)
+        self.tower_mixed_conv = _unit(384, 384, (1, 3))
+        self.tower_mixed_conv_1 = _unit(384, 384, (3, 1))
+        self.tower_1_conv = _unit(c_in, 448)
+        self.tower_1_conv_1 = _unit(448, 384, 3)
+        self.tower_1_mixed_conv = _unit(384, 384, (1, 3))
+        self.tower_1_mixed_conv_1 = _unit(384, 384, (3, 1))
+        self.tower_2_conv = _unit(c_in, 192)
 
     def forward(self, x: Tensor) -> Tensor:
         a = self.tower_conv(x)
@@ -224,48 +193,52 @@ class _BlockE(nn.Module):
 
 
 class InceptionV3Features(nn.Module):
-    """The FID InceptionV3 up to its 2048-d average pool, built from converted tensors.
+    """The FID InceptionV3 up to its 2048-d average pool (architecture only; all weights
+    start at zero: build it with :meth:`from_tensors`).
 
-    Args:
-        tensors: name → tensor, as written by ``attri-ssc weights fetch``
-            (``fid_inception_v3.safetensors``): for each conv unit ``<path>.weight``
-            ``(C_out, C_in, kh, kw)`` and ``<path>.beta|mean|var`` ``(C_out,)``.
-            The key set must match exactly.
+    Tensor names follow the TorchScript file with its ``net.layers.`` prefix removed,
+    e.g. ``mixed_4.tower_1.conv_3.weight``; each conv unit has ``weight``
+    ``(C_out, C_in, kh, kw)`` and ``beta``/``mean``/``var`` ``(C_out,)``.
 
     Forward:
         x: ``(B, 3, 299, 299)`` in the input range ``[-1, 127/128]``.
         Returns ``(B, 2048)`` pool features.
     """
 
-    def __init__(self, tensors: Mapping[str, Tensor]):
+    def __init__(self):
         super().__init__()
-        stem = [
-            ("conv", 2, (0, 0)), ("conv_1", 1, (0, 0)), ("conv_2", 1, (1, 1)),
-            ("conv_3", 1, (0, 0)), ("conv_4", 1, (0, 0)),
-        ]
-        for name, stride, pad in stem:
-            self.add_module(name, _ConvBNReLU(tensors, name, stride, pad))
-        self.mixed = _BlockA(tensors, "mixed")
-        self.mixed_1 = _BlockA(tensors, "mixed_1")
-        self.mixed_2 = _BlockA(tensors, "mixed_2")
-        self.mixed_3 = _BlockB(tensors, "mixed_3")
-        self.mixed_4 = _BlockC(tensors, "mixed_4")
-        self.mixed_5 = _BlockC(tensors, "mixed_5")
-        self.mixed_6 = _BlockC(tensors, "mixed_6")
-        self.mixed_7 = _BlockC(tensors, "mixed_7")
-        self.mixed_8 = _BlockD(tensors, "mixed_8")
-        self.mixed_9 = _BlockE(tensors, "mixed_9", pool="avg")
-        self.mixed_10 = _BlockE(tensors, "mixed_10", pool="max")
-        expected = set(self.state_dict().keys())
-        given = set(tensors.keys())
-        if expected != given:
-            missing = sorted(expected - given)[:5]
-            extra = sorted(given - expected)[:5]
-            raise WeightsError(
-                f"FID Inception weights do not match the architecture: missing {missing}, "
-                f"unexpected {extra} (re-run `attri-ssc weights fetch`)"
-            )
+        self.conv = _unit(3, 32, 3, stride=2, same=False)
+        self.conv_1 = _unit(32, 32, 3, same=False)
+        self.conv_2 = _unit(32, 64, 3)
+        self.conv_3 = _unit(64, 80, 1)
+        self.conv_4 = _unit(80, 192, 3, same=False)
+        self.mixed = _BlockA(192, pool_ch=32)
+        self.mixed_1 = _BlockA(256, pool_ch=64)
+        self.mixed_2 = _BlockA(288, pool_ch=64)
+        self.mixed_3 = _BlockB(288)
+        self.mixed_4 = _BlockC(128)
+        self.mixed_5 = _BlockC(160)
+        self.mixed_6 = _BlockC(160)
+        self.mixed_7 = _BlockC(192)
+        self.mixed_8 = _BlockD(768)
+        self.mixed_9 = _BlockE(1280, pool="avg")
+        self.mixed_10 = _BlockE(2048, pool="max")
         self.eval()
+
+    @classmethod
+    def tensor_shapes(cls) -> dict[str, tuple[int, ...]]:
+        """Name → shape of every tensor the weights file must hold (376 tensors)."""
+        return {k: tuple(v.shape) for k, v in cls().state_dict().items()}
+
+    @classmethod
+    def from_tensors(cls, tensors: Mapping[str, Tensor]) -> "InceptionV3Features":
+        """Build the network from converted tensors; raises :class:`WeightsError` naming
+        the first missing, unexpected or misshapen tensors."""
+        model = cls()
+        check_tensor_shapes(tensors, {k: tuple(v.shape) for k, v in model.state_dict().items()},
+                            "FID Inception")
+        model.load_state_dict({k: v.to(torch.float32) for k, v in tensors.items()}, strict=True)
+        return model
 
     def forward(self, x: Tensor) -> Tensor:
         if x.ndim != 4 or x.shape[1] != 3 or tuple(x.shape[2:]) != (INCEPTION_INPUT_SIZE,) * 2:
@@ -274,10 +247,11 @@ class InceptionV3Features(nn.Module):
         x = F.max_pool2d(x, 3, 2)  # (B, 64, 73, 73)
         x = self.conv_4(self.conv_3(x))  # (B, 192, 71, 71)
         x = F.max_pool2d(x, 3, 2)  # (B, 192, 35, 35)
-        for block in (self.mixed, self.mixed_1, self.mixed_2, self.mixed_3, self.mixed_4,
-                      self.mixed_5, self.mixed_6, self.mixed_7, self.mixed_8, self.mixed_9,
-                      self.mixed_10):
-            x = block(x)  # ends at (B, 2048, 8, 8)
+        x = self.mixed_2(self.mixed_1(self.mixed(x)))  # (B, 288, 35, 35)
+        x = self.mixed_3(x)  # (B, 768, 17, 17)
+        x = self.mixed_7(self.mixed_6(self.mixed_5(self.mixed_4(x))))  # (B, 768, 17, 17)
+        x = self.mixed_8(x)  # (B, 1280, 8, 8)
+        x = self.mixed_10(self.mixed_9(x))  # (B, 2048, 8, 8)
         return F.avg_pool2d(x, 8, 8).reshape(-1, FEATURE_DIM)  # (B, 2048)
 
 
@@ -341,9 +315,6 @@ class InceptionFeatureExtractor:
         return torch.cat(out, dim=0)
 
 
-_EXTRACTOR_CACHE: dict[tuple, InceptionV3Features] = {}
-
-
 def load_inception(weights_dir: str | Path | None = None) -> InceptionV3Features | None:
     """The FID network from the weights folder, or ``None`` when it was never fetched.
 
@@ -352,7 +323,7 @@ def load_inception(weights_dir: str | Path | None = None) -> InceptionV3Features
     tensors = load_weights("fid_inception", weights_dir)
     if tensors is None:
         return None
-    return InceptionV3Features(tensors)
+    return InceptionV3Features.from_tensors(tensors)
 
 
 # --------------------------------------------------------------------------------------
@@ -360,17 +331,29 @@ def load_inception(weights_dir: str | Path | None = None) -> InceptionV3Features
 # --------------------------------------------------------------------------------------
 
 
-def feature_statistics(features: Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean ``(F,)`` and covariance ``(F, F)`` (divisor N − 1) of features ``(N, F)``, float64."""
+def _as_float64(features: Tensor | np.ndarray) -> np.ndarray:
     f = np.asarray(features.detach().cpu() if isinstance(features, Tensor) else features, dtype=np.float64)
     if f.ndim != 2 or f.shape[0] < 2:
         raise ValueError(f"need features (N, F) with N >= 2, got shape {f.shape}")
+    return f
+
+
+def feature_statistics(features: Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean ``(F,)`` and covariance ``(F, F)`` (divisor N − 1) of features ``(N, F)``, float64."""
+    f = _as_float64(features)
     return f.mean(axis=0), np.cov(f, rowvar=False, ddof=1).reshape(f.shape[1], f.shape[1])
+
+
+def _psd_eigenvalues(vals: np.ndarray) -> np.ndarray:
+    # Eigenvalues below the usual rank tolerance are round-off on a null space: set them
+    # to 0, else their square roots (≈ 1e-8 each) add up over thousands of dimensions.
+    tol = np.abs(vals).max(initial=0.0) * vals.shape[0] * np.finfo(np.float64).eps
+    return np.where(vals > tol, vals, 0.0)
 
 
 def _psd_sqrt(sym: np.ndarray) -> np.ndarray:
     vals, vecs = np.linalg.eigh((sym + sym.T) / 2.0)
-    return (vecs * np.sqrt(np.clip(vals, 0.0, None))) @ vecs.T
+    return (vecs * np.sqrt(_psd_eigenvalues(vals))) @ vecs.T
 
 
 def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
@@ -378,8 +361,9 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
 
     ``‖μ₁ − μ₂‖² + tr Σ₁ + tr Σ₂ − 2 tr (Σ₁Σ₂)^{1/2}``, with the last trace computed as
     Σᵢ √λᵢ over the eigenvalues of the symmetric PSD matrix Σ₁^{1/2} Σ₂ Σ₁^{1/2} (which
-    has the same eigenvalues as Σ₁Σ₂), in float64. Negative round-off eigenvalues are
-    clipped to 0, so singular covariances (fewer samples than features) are fine.
+    has the same eigenvalues as Σ₁Σ₂), in float64. Eigenvalues below the rank tolerance
+    (max λ · F · machine ε) count as 0, so singular covariances (fewer samples than
+    features) are fine.
 
     Args:
         mu1, mu2: means ``(F,)``; sigma1, sigma2: covariances ``(F, F)`` (numpy or torch).
@@ -396,15 +380,36 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
         )
     root1 = _psd_sqrt(s1)
     middle = root1 @ s2 @ root1
-    eig = np.linalg.eigvalsh((middle + middle.T) / 2.0)
-    tr_sqrt = float(np.sqrt(np.clip(eig, 0.0, None)).sum())
+    eig = _psd_eigenvalues(np.linalg.eigvalsh((middle + middle.T) / 2.0))
+    tr_sqrt = float(np.sqrt(eig).sum())
     diff = m1 - m2
     return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2.0 * tr_sqrt)
 
 
 def fid_from_features(real: Tensor | np.ndarray, fake: Tensor | np.ndarray) -> float:
-    """FID between two feature sets ``(N₁, F)`` and ``(N₂, F)``."""
-    return frechet_distance(*feature_statistics(real), *feature_statistics(fake))
+    """FID between two feature sets ``(N₁, F)`` and ``(N₂, F)``.
+
+    With fewer samples than features (the usual case here: a few hundred slices,
+    F = 2048) the F×F eigenproblems are avoided by an exact identity: with centred
+    features A₁ ``(N₁, F)``, A₂ ``(N₂, F)`` and Σᵢ = AᵢᵀAᵢ/(Nᵢ − 1), the non-zero
+    eigenvalues of Σ₁Σ₂ are the squared singular values of
+    M = A₁A₂ᵀ / √((N₁ − 1)(N₂ − 1)), so tr (Σ₁Σ₂)^{1/2} = Σ singular values of M.
+    Otherwise this is :func:`frechet_distance` of :func:`feature_statistics`.
+    """
+    x, y = _as_float64(real), _as_float64(fake)
+    if x.shape[1] != y.shape[1]:
+        raise ValueError(f"feature dims differ: {x.shape} vs {y.shape}")
+    n1, n2, dim = x.shape[0], y.shape[0], x.shape[1]
+    if min(n1, n2) >= dim:
+        return frechet_distance(*feature_statistics(x), *feature_statistics(y))
+    mu1, mu2 = x.mean(axis=0), y.mean(axis=0)
+    a1, a2 = x - mu1, y - mu2  # centred (N, F)
+    tr1 = float((a1 * a1).sum()) / (n1 - 1)
+    tr2 = float((a2 * a2).sum()) / (n2 - 1)
+    m = (a1 @ a2.T) / np.sqrt((n1 - 1) * (n2 - 1))  # (N₁, N₂)
+    tr_sqrt = float(np.linalg.svd(m, compute_uv=False).sum())
+    diff = mu1 - mu2
+    return float(diff @ diff + tr1 + tr2 - 2.0 * tr_sqrt)
 
 
 def compute_fid(

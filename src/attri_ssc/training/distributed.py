@@ -59,6 +59,17 @@ def all_gather_rows(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
     return torch.cat([p[: int(s.item())] for p, s in zip(parts, sizes)], dim=0)
 
 
+def broadcast_buffers(module: torch.nn.Module, info: DistInfo) -> None:
+    """Copy rank 0's buffers (BatchNorm running statistics, ...) to every rank.
+
+    DDP keeps parameters identical; buffers updated by the last local forward may differ.
+    """
+    if not info.enabled:
+        return
+    for buffer in module.buffers():
+        dist.broadcast(buffer.data, src=0)
+
+
 def cleanup(info: DistInfo) -> None:
     if info.enabled and dist.is_initialized():
         dist.destroy_process_group()

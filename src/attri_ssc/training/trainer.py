@@ -9,6 +9,7 @@ mid-stage with bit-identical results on CPU. Only rank 0 writes files.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import shutil
@@ -283,6 +284,15 @@ def save_final_model(run_dir: Path, model: nn.Module, cfg: ExperimentConfig, ext
     save_checkpoint(run_dir / "model", model_tensors(model), meta)
 
 
+def weights_digest(model: nn.Module) -> str:
+    """sha256 of every tensor of ``model.state_dict()`` in key order (to compare ranks)."""
+    digest = hashlib.sha256()
+    for key, value in model.state_dict().items():
+        digest.update(key.encode())
+        digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
 # --------------------------------------------------------------------------- main entry
 
 
@@ -417,8 +427,8 @@ def train(cfg: ExperimentConfig, data_dir: str | Path, run_dir: str | Path, resu
             bar.update(1)
 
             if position.global_step % cfg.train.log_every == 0 or position.step_in_stage == stage.steps:
-                record = {k: float(v) for k, v in terms.items()}
-                record["total"] = float(total)
+                record = {k: float(v.detach()) for k, v in terms.items()}
+                record["total"] = float(total.detach())
                 record.update({k: float(v) for k, v in family.step_stats(out).items()})
                 record["lr"] = optimizer.param_groups[0]["lr"]
                 record["grad_norm"] = float(grad_norm)
@@ -438,6 +448,7 @@ def train(cfg: ExperimentConfig, data_dir: str | Path, run_dir: str | Path, resu
                 dist_utils.cleanup(info)
                 return TrainResult(run_dir, False, position, last_val, time.perf_counter() - started)
         bar.close()
+        dist_utils.broadcast_buffers(model, info)
         if info.is_main:
             last_val = validate(model, family, bundle.val, cfg, stage, device, names)
             log.write({"kind": "val", "stage": stage.name, "global_step": position.global_step, **last_val})
@@ -450,11 +461,14 @@ def train(cfg: ExperimentConfig, data_dir: str | Path, run_dir: str | Path, resu
             return TrainResult(run_dir, False, position, last_val, time.perf_counter() - started)
 
     wall = time.perf_counter() - started
+    digests = dist_utils.all_gather_rows(
+        torch.tensor(list(bytes.fromhex(weights_digest(model))), dtype=torch.uint8, device=device)[None], info)
     if info.is_main:
         save_final_model(run_dir, model, cfg, run_extra)
         write_json(run_dir / "summary.json", {
             "family": cfg.train.family, "global_steps": position.global_step,
             "wall_time_s_this_process": wall,
-            "world_size": info.world_size, "validation": last_val})
+            "world_size": info.world_size, "rank_weight_sha256": [bytes(d.tolist()).hex() for d in digests.cpu()],
+            "validation": last_val})
     dist_utils.cleanup(info)
     return TrainResult(run_dir, True, position, last_val, wall)

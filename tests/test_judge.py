@@ -1,0 +1,75 @@
+"""Model-free judge: recovers phantom ground truth from unedited preprocessed slices."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+from scipy.stats import spearmanr
+
+from attri_ssc.data.config import DataConfig
+from attri_ssc.data.datasets import build_datasets
+from attri_ssc.data.phantoms import load_ground_truth
+from attri_ssc.evaluation.judge import measure_batch, measure_slice
+
+
+def _ring_image(r_in_px: float, wall_px: float, size: int = 64, blood: float = 0.8, myo: float = 0.05,
+                tissue: float = 0.4) -> np.ndarray:
+    c = (size - 1) / 2
+    yy, xx = np.mgrid[0:size, 0:size]
+    # 4× supersampled partial-volume ring, then a slight blur (as after resampling).
+    sub = np.linspace(-0.375, 0.375, 4)
+    img = np.zeros((size, size))
+    for dy in sub:
+        for dx in sub:
+            r = np.hypot(yy + dy - c, xx + dx - c)
+            img += np.where(r < r_in_px, blood, np.where(r < r_in_px + wall_px, myo, tissue))
+    return ndimage.gaussian_filter(img / 16, 0.5)
+
+
+def test_exact_ring_oracle():
+    spacing, r_in, wall = 2.0, 10.0, 4.0
+    m = measure_slice(_ring_image(r_in, wall)[None], spacing, slice_thickness_mm=10.0)
+    assert m.valid
+    assert m.cavity_area_mm2 == pytest.approx(np.pi * (r_in * spacing) ** 2, rel=0.03)
+    assert m.myo_area_mm2 == pytest.approx(np.pi * ((r_in + wall) ** 2 - r_in**2) * spacing**2, rel=0.05)
+    assert m.wall_thickness == pytest.approx(wall * spacing, abs=0.3)
+    assert m.lv_volume == pytest.approx(m.cavity_area_mm2 * 10.0 / 1000.0)
+
+
+def test_monotone_in_radius_and_thickness():
+    cav = [measure_slice(_ring_image(r, 4.0), 2.0).cavity_area_mm2 for r in (6, 8, 10, 12, 14)]
+    thick = [measure_slice(_ring_image(10.0, w), 2.0).wall_thickness for w in (2.5, 3.5, 4.5, 5.5)]
+    assert np.all(np.diff(cav) > 0) and np.all(np.diff(thick) > 0)
+
+
+def test_invalid_without_a_blood_pool():
+    assert not measure_slice(np.full((1, 32, 32), 0.3), 2.0).valid
+    with pytest.raises(ValueError, match="spacing_mm"):
+        measure_slice(np.zeros((32, 32)), 0.0)
+    with pytest.raises(ValueError, match="shape"):
+        measure_slice(np.zeros((2, 32, 32)), 2.0)
+
+
+def test_recovers_phantom_ground_truth(phantom_dir):
+    """Every myocardial slice of the 6 session phantoms (44 slices, 64×64 at 2 mm,
+    noise 0.04). Bars: Spearman ρ ≥ 0.9 for each quantity; mean |relative error| of
+    cavity and myocardial volume ≤ 8%; mean |thickness error| ≤ 0.6 mm. Measured when
+    written: ρ 0.999 / 0.975 / 0.924, mean |error| 0.32 mL / 0.45 mL / 0.27 mm (on 737
+    slices of 100 phantoms: ρ 0.999 / 0.986 / 0.934, 0.31 mL / 0.51 mL / 0.32 mm)."""
+    truth = load_ground_truth(phantom_dir)
+    b = build_datasets(phantom_dir, DataConfig(split_fractions=(1.0, 0.0, 0.0)))
+    ds = b.train
+    dz = torch.tensor([b.cases[c].spacing[2] for c in ds.case_ids])
+    got = measure_batch(ds.images, 2.0, dz)
+    assert got["valid"].all()
+    assert len(ds) >= 30
+    for name, rel_bar, abs_bar in (("lv_volume", 0.08, None), ("myo_volume", 0.08, None), ("wall_thickness", None, 0.6)):
+        true = np.array([truth[c].slices[k][name] for c, k in zip(ds.case_ids, ds.slice_indices)])
+        rho = spearmanr(got[name], true)[0]
+        assert rho >= 0.9, (name, rho)
+        if rel_bar is not None:
+            assert np.mean(np.abs(got[name] / true - 1)) <= rel_bar, name
+        else:
+            assert np.mean(np.abs(got[name] - true)) <= abs_bar, name

@@ -1,0 +1,108 @@
+"""The curriculum trainer end to end on tiny phantoms: stages, resumption, freezing."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from attri_ssc.config import load_config
+from attri_ssc.training.trainer import train
+
+
+@pytest.fixture(scope="module")
+def phantom_dir(tmp_path_factory) -> Path:
+    from attri_ssc.data.phantoms import generate_phantoms
+
+    root = tmp_path_factory.mktemp("phantoms")
+    generate_phantoms(root, n_cases=10, seed=3)
+    return root
+
+
+def _cfg(tmp_path, *extra):
+    return load_config("smoke", [f"data.cache_dir={tmp_path / 'cache'}", "train.num_threads=1", *extra])
+
+
+def _weights(run: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(run / "model.safetensors"))
+
+
+def _records(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_smoke_run_goes_through_three_stages(phantom_dir, tmp_path):
+    run = tmp_path / "run"
+    result = train(_cfg(tmp_path), phantom_dir, run, progress=False)
+    assert result.completed and result.position.global_step == 18
+    for name in ("config.yaml", "model.safetensors", "model.json", "metrics.jsonl", "summary.json",
+                 "checkpoints/last.safetensors", "checkpoints/last.json"):
+        assert (run / name).exists(), name
+    records = _records(run)
+    starts = [r for r in records if r["kind"] == "stage_start"]
+    assert [r["stage"] for r in starts] == ["stage1", "stage2", "stage3"]
+    assert len(starts[2]["support"]["0"]) == 2  # top_k = 2 in the smoke preset
+    steps = [r for r in records if r["kind"] == "step"]
+    assert all("density" in r and 0.0 <= r["density"] <= 1.0 for r in steps)
+    assert {"recon", "latent_fit"} <= set(steps[0])
+    assert "ar" in [r for r in steps if r["stage"] == "stage2"][0]
+    assert "drift" in [r for r in steps if r["stage"] == "stage3"][-1]
+    vals = [r for r in records if r["kind"] == "val"]
+    assert len(vals) == 3 and set(vals[-1]["spearman"]) == {"lv_volume", "myo_volume", "wall_thickness",
+                                                           "infarct_volume"}
+
+
+def test_stage3_keeps_entries_outside_the_support_exactly_zero(phantom_dir, tmp_path):
+    run = tmp_path / "run"
+    train(_cfg(tmp_path), phantom_dir, run, progress=False)
+    w = _weights(run)
+    weight, support, reference = (w["model.mapper.weight"], w["model.mapper.support"], w["model.mapper.reference"])
+    assert torch.all(weight[support == 0] == 0)
+    assert torch.all(support.sum(1) == 2)
+    # Stage III trained the supported entries (drift from W_stage2 is non-zero but small).
+    assert not torch.equal(weight, reference)
+
+
+def test_interrupted_and_resumed_run_matches_uninterrupted_bit_for_bit(phantom_dir, tmp_path):
+    full = tmp_path / "full"
+    train(_cfg(tmp_path), phantom_dir, full, progress=False)
+    part = tmp_path / "part"
+    stopped = train(_cfg(tmp_path, "train.stop_after=9"), phantom_dir, part, progress=False)
+    assert not stopped.completed and stopped.position.global_step == 9
+    resumed = train(_cfg(tmp_path), phantom_dir, part, resume=True, progress=False)
+    assert resumed.completed
+    a, b = _weights(full), _weights(part)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_one_to_one_ablation_binds_each_attribute_to_its_own_atom(phantom_dir, tmp_path):
+    run = tmp_path / "run"
+    train(_cfg(tmp_path, "train.one_to_one=true"), phantom_dir, run, progress=False)
+    support = _weights(run)["model.mapper.support"]
+    assert torch.all(support.sum(1) == 1) and torch.all(support.sum(0) <= 1)
+
+
+@pytest.mark.slow
+def test_two_process_torchrun_completes_with_identical_weights(phantom_dir, tmp_path):
+    run = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "attri_ssc", "train", "--data", str(phantom_dir), "--config", "smoke", "--out", str(run),
+           "--no-progress", "--set", f"data.cache_dir={tmp_path / 'cache'}", "--set", "train.batch_size=2"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["world_size"] == 2
+    digests = summary["rank_weight_sha256"]
+    assert len(digests) == 2 and digests[0] == digests[1]
+    # The digest is that of the saved weights.
+    from attri_ssc.training.trainer import weights_digest
+    from attri_ssc.runs import load_run
+
+    assert weights_digest(load_run(run).model) == digests[0]
