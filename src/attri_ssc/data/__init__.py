@@ -1,0 +1,1 @@
+"""attri_ssc.data"""

@@ -1,0 +1,389 @@
+"""Torch datasets of preprocessed cases, preloaded in memory.
+
+:func:`build_datasets` reads a folder in EMIDEC layout, preprocesses every case (through
+the on-disk cache when ``DataConfig.cache_dir`` is set), splits patients, fits the
+attribute scaler on the training split only, and returns a :class:`DataBundle`.
+
+Items are dicts:
+
+* ``image``: float32 (1, *S) in [0, 1]; S = (H, W) in 2D, (n_slices, H, W) in 3D.
+* ``clean``: float32 (1, *S), the noise-free image (phantoms); present in every item of
+  a dataset whose cases all have one, absent from every item otherwise.
+* ``attributes``: float32 (A,) min-max scaled by the bundle's scaler (train split).
+* ``raw_attributes``: float32 (A,) in physical units.
+* ``label``: int64, 0 normal (N) / 1 pathological (P).
+* ``case_id``: str; ``slice_index``: int, the slice's index in the case's stack (2D),
+  -1 for a 3D item.
+
+2D mode has one item per short-axis slice that contains myocardium. Its image
+attributes (lv_volume, myo_volume, infarct_volume, no_reflow_volume, infarct_fraction,
+scar_presence, wall_thickness) are the slice's own (a "volume" is the slice's area times
+its thickness, so a case's slice volumes sum to its volume); clinical attributes (fevg,
+age, ...) and ``pathological`` are the case's. 3D mode has one item per case with case
+attributes; slices are zero-padded (centred) to ``n_slices``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from attri_ssc.data.attributes import ATTRIBUTES, IMAGE_ATTRIBUTES, check_supervised, measure_mask
+from attri_ssc.data.cache import cached, content_key
+from attri_ssc.data.config import DataConfig
+from attri_ssc.data.emidec import EmidecCase, read_dataset
+from attri_ssc.data.preprocess import PreprocessParams, pad_slices, preprocess_stack
+from attri_ssc.data.splits import stratified_split
+from attri_ssc.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+
+class AttributeScaler:
+    """Per-attribute min-max scaling to [0, 1], fitted on training values.
+
+    A constant attribute (max == min) maps to 0. Values outside the fitted range map
+    outside [0, 1] (not clipped), so val/test items keep their order.
+    """
+
+    def __init__(self, names: Sequence[str], minimum: Sequence[float] | None = None, maximum: Sequence[float] | None = None):
+        self.names = tuple(names)
+        if len(set(self.names)) != len(self.names):
+            raise ValueError(f"names must be distinct, got {self.names}")
+        self.minimum = None if minimum is None else np.asarray(minimum, dtype=np.float64)
+        self.maximum = None if maximum is None else np.asarray(maximum, dtype=np.float64)
+        for arr, label in ((self.minimum, "minimum"), (self.maximum, "maximum")):
+            if arr is not None and arr.shape != (len(self.names),):
+                raise ValueError(f"{label} must have {len(self.names)} entries, got shape {arr.shape}")
+
+    @property
+    def fitted(self) -> bool:
+        return self.minimum is not None and self.maximum is not None
+
+    def fit(self, values: np.ndarray | torch.Tensor) -> "AttributeScaler":
+        """Fit on (N, A) raw values; returns self."""
+        v = np.asarray(values, dtype=np.float64)
+        if v.ndim != 2 or v.shape[1] != len(self.names) or v.shape[0] == 0:
+            raise ValueError(f"values must be (N>0, {len(self.names)}), got shape {v.shape}")
+        if not np.all(np.isfinite(v)):
+            raise ValueError("values must be finite")
+        self.minimum, self.maximum = v.min(axis=0), v.max(axis=0)
+        return self
+
+    def _span(self) -> np.ndarray:
+        span = self.maximum - self.minimum
+        return np.where(span > 0, span, 1.0)
+
+    def transform(self, values: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+        """(..., A) raw → scaled; returns the input's type (tensor keeps dtype/device)."""
+        if not self.fitted:
+            raise RuntimeError("AttributeScaler.transform called before fit")
+        if isinstance(values, torch.Tensor):
+            lo = torch.as_tensor(self.minimum, dtype=values.dtype, device=values.device)
+            span = torch.as_tensor(self._span(), dtype=values.dtype, device=values.device)
+            return (values - lo) / span
+        v = np.asarray(values, dtype=np.float64)
+        return (v - self.minimum) / self._span()
+
+    def inverse_transform(self, values: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+        """(..., A) scaled → raw."""
+        if not self.fitted:
+            raise RuntimeError("AttributeScaler.inverse_transform called before fit")
+        if isinstance(values, torch.Tensor):
+            lo = torch.as_tensor(self.minimum, dtype=values.dtype, device=values.device)
+            span = torch.as_tensor(self._span(), dtype=values.dtype, device=values.device)
+            return values * span + lo
+        return np.asarray(values, dtype=np.float64) * self._span() + self.minimum
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dict."""
+        return {
+            "names": list(self.names),
+            "minimum": None if self.minimum is None else [float(x) for x in self.minimum],
+            "maximum": None if self.maximum is None else [float(x) for x in self.maximum],
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "AttributeScaler":
+        return cls(d["names"], d.get("minimum"), d.get("maximum"))
+
+    def __repr__(self) -> str:
+        return f"AttributeScaler(names={self.names}, fitted={self.fitted})"
+
+
+class CardiacDataset(Dataset):
+    """Preloaded items (see module doc); all tensors live in memory.
+
+    Args:
+        images: (N, 1, *S) float32.
+        raw_attributes: (N, A) float32, physical units.
+        labels: (N,) int64.
+        case_ids: N case ids.
+        slice_indices: N ints (-1 in 3D).
+        attribute_names: A names.
+        scaler: fitted :class:`AttributeScaler` (may be set later with :meth:`set_scaler`).
+        clean: (N, 1, *S) float32 or None.
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        raw_attributes: torch.Tensor,
+        labels: torch.Tensor,
+        case_ids: Sequence[str],
+        slice_indices: Sequence[int],
+        attribute_names: Sequence[str],
+        scaler: AttributeScaler | None = None,
+        clean: torch.Tensor | None = None,
+    ):
+        n = images.shape[0]
+        if raw_attributes.shape != (n, len(attribute_names)):
+            raise ValueError(f"raw_attributes must be ({n}, {len(attribute_names)}), got {tuple(raw_attributes.shape)}")
+        if labels.shape != (n,) or len(case_ids) != n or len(slice_indices) != n:
+            raise ValueError("labels, case_ids and slice_indices must have one entry per image")
+        if clean is not None and clean.shape != images.shape:
+            raise ValueError(f"clean must match images {tuple(images.shape)}, got {tuple(clean.shape)}")
+        self.images = images
+        self.clean = clean
+        self.raw_attributes = raw_attributes
+        self.labels = labels
+        self.case_ids = list(case_ids)
+        self.slice_indices = [int(s) for s in slice_indices]
+        self.attribute_names = tuple(attribute_names)
+        self.attributes = torch.zeros_like(raw_attributes)
+        if scaler is not None:
+            self.set_scaler(scaler)
+
+    def set_scaler(self, scaler: AttributeScaler) -> None:
+        """Recompute the scaled attributes with ``scaler``."""
+        if tuple(scaler.names) != self.attribute_names:
+            raise ValueError(f"scaler names {scaler.names} differ from {self.attribute_names}")
+        self.attributes = scaler.transform(self.raw_attributes.double()).float() if len(self) else self.raw_attributes.clone()
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item: dict[str, Any] = {
+            "image": self.images[index],
+            "attributes": self.attributes[index],
+            "raw_attributes": self.raw_attributes[index],
+            "label": self.labels[index],
+            "case_id": self.case_ids[index],
+            "slice_index": self.slice_indices[index],
+        }
+        if self.clean is not None:
+            item["clean"] = self.clean[index]
+        return item
+
+
+@dataclass
+class PreparedCase:
+    """One case after preprocessing (arrays (Z, H, W), slice axis first)."""
+
+    case: EmidecCase
+    image: np.ndarray
+    mask: np.ndarray
+    clean: np.ndarray | None
+    case_attributes: np.ndarray  # (len(IMAGE_ATTRIBUTES),)
+    slice_attributes: np.ndarray  # (Z, len(IMAGE_ATTRIBUTES))
+
+
+@dataclass
+class DataBundle:
+    """What :func:`build_datasets` returns.
+
+    Attributes:
+        train, val, test: :class:`CardiacDataset` s (val/test may be empty).
+        scaler: fitted on ``train`` only.
+        attribute_names: the supervised attributes, in column order.
+        split: {'train', 'val', 'test'} → sorted case ids.
+        config: the validated :class:`DataConfig`.
+        image_shape: (1, *S) of every item's image.
+    """
+
+    train: CardiacDataset
+    val: CardiacDataset
+    test: CardiacDataset
+    scaler: AttributeScaler
+    attribute_names: tuple[str, ...]
+    split: dict[str, list[str]]
+    config: DataConfig | None = None
+    image_shape: tuple[int, ...] = ()
+    cases: dict[str, EmidecCase] = field(default_factory=dict, repr=False)
+
+
+def preprocess_params(cfg: DataConfig) -> PreprocessParams:
+    return PreprocessParams(
+        spacing_mm=float(cfg.spacing_mm),
+        size=cfg.image_size,
+        percentiles=(float(cfg.intensity_percentiles[0]), float(cfg.intensity_percentiles[1])),
+        center_per_slice=cfg.spatial_dims == 2,
+    )
+
+
+def prepare_case(case: EmidecCase, params: PreprocessParams, cache_dir: str | Path | None = None) -> PreparedCase:
+    """Load, measure and preprocess one case (through the cache when given).
+
+    Raises:
+        DataError: unreadable/truncated files, bad labels, shape mismatches.
+    """
+
+    def compute() -> dict[str, np.ndarray]:
+        image = case.load_image()
+        mask = case.load_mask()
+        clean = case.load_clean()
+        if not np.all(np.isfinite(image)):
+            raise DataError(f"case {case.case_id}: {case.image_path}: image has non-finite values")
+        case_attrs, slice_attrs = measure_mask(mask, case.spacing)
+        out = preprocess_stack(image, mask, case.spacing, params, clean)
+        out["case_attributes"] = case_attrs
+        out["slice_attributes"] = slice_attrs
+        return out
+
+    key = content_key(
+        [case.image_path, case.mask_path, case.clean_path],
+        {"params": params.to_dict(), "image_attributes": list(IMAGE_ATTRIBUTES)},
+    )
+    arrays = cached(cache_dir, case.case_id, key, compute)
+    return PreparedCase(
+        case=case,
+        image=arrays["image"],
+        mask=arrays["mask"],
+        clean=arrays.get("clean"),
+        case_attributes=arrays["case_attributes"],
+        slice_attributes=arrays["slice_attributes"],
+    )
+
+
+def _attribute_row(prep: PreparedCase, names: Sequence[str], slice_index: int | None) -> list[float]:
+    clinical = prep.case.clinical.attribute_values()
+    row = []
+    for name in names:
+        if ATTRIBUTES[name].scope == "image":
+            col = IMAGE_ATTRIBUTES.index(name)
+            src = prep.case_attributes if slice_index is None else prep.slice_attributes[slice_index]
+            row.append(float(src[col]))
+        elif name == "pathological":
+            row.append(float(prep.case.pathological))
+        else:
+            row.append(clinical[name])
+    return row
+
+
+def _make_dataset(preps: list[PreparedCase], cfg: DataConfig, names: tuple[str, ...]) -> CardiacDataset:
+    images, cleans, rows, labels, ids, slices = [], [], [], [], [], []
+    for prep in preps:
+        if cfg.spatial_dims == 2:
+            has_myo = prep.slice_attributes[:, IMAGE_ATTRIBUTES.index("myo_volume")] > 0
+            for k in np.flatnonzero(has_myo):
+                images.append(prep.image[k][None])
+                cleans.append(None if prep.clean is None else prep.clean[k][None])
+                rows.append(_attribute_row(prep, names, int(k)))
+                labels.append(int(prep.case.pathological))
+                ids.append(prep.case.case_id)
+                slices.append(int(k))
+        else:
+            try:
+                images.append(pad_slices(prep.image, cfg.n_slices)[None])
+                cleans.append(None if prep.clean is None else pad_slices(prep.clean, cfg.n_slices)[None])
+            except ValueError:
+                raise DataError(
+                    f"case {prep.case.case_id}: {prep.case.image_path}: {prep.image.shape[0]} slices, "
+                    f"more than data.n_slices={cfg.n_slices}"
+                ) from None
+            rows.append(_attribute_row(prep, names, None))
+            labels.append(int(prep.case.pathological))
+            ids.append(prep.case.case_id)
+            slices.append(-1)
+    size = cfg.image_size
+    spatial = (size, size) if cfg.spatial_dims == 2 else (cfg.n_slices, size, size)
+    img_t = torch.from_numpy(np.stack(images).astype(np.float32)) if images else torch.zeros((0, 1, *spatial))
+    clean_t = None
+    if images and all(c is not None for c in cleans):
+        clean_t = torch.from_numpy(np.stack(cleans).astype(np.float32))
+    raw = np.asarray(rows, dtype=np.float64).reshape(len(rows), len(names))
+    if not np.all(np.isfinite(raw)):
+        bad = sorted({ids[i] for i in np.flatnonzero(~np.isfinite(raw).all(axis=1))})
+        raise DataError(f"non-finite attribute values in case(s) {', '.join(bad)}")
+    return CardiacDataset(
+        images=img_t,
+        raw_attributes=torch.from_numpy(raw.astype(np.float32)),
+        labels=torch.tensor(labels, dtype=torch.int64),
+        case_ids=ids,
+        slice_indices=slices,
+        attribute_names=names,
+        clean=clean_t,
+    )
+
+
+def build_datasets(data_dir: str | Path, cfg: DataConfig, seed: int | None = None) -> DataBundle:
+    """Read, preprocess, split and scale a folder in EMIDEC layout.
+
+    Args:
+        data_dir: folder in EMIDEC layout (real or phantom).
+        cfg: data configuration (validated here).
+        seed: split seed; None uses ``cfg.split_seed``.
+
+    Returns:
+        :class:`DataBundle`; the scaler is fitted on the training items only.
+
+    Raises:
+        ConfigError: invalid ``cfg``.
+        DataError: unusable data (all problems listed), unless ``cfg.skip_bad_cases``.
+    """
+    if not isinstance(cfg, DataConfig):
+        raise ConfigError(f"cfg must be a DataConfig, got {type(cfg).__name__}")
+    cfg.validate()
+    names = tuple(cfg.attributes)
+    check_supervised(names)
+    params = preprocess_params(cfg)
+    cases = read_dataset(data_dir, skip_bad_cases=cfg.skip_bad_cases)
+    preps: list[PreparedCase] = []
+    for case in cases:
+        try:
+            preps.append(prepare_case(case, params, cfg.cache_dir))
+        except DataError as exc:
+            if not cfg.skip_bad_cases:
+                raise
+            log.warning("skipping case %s: %s", case.case_id, exc)
+    if cfg.spatial_dims == 3:
+        too_long = [p for p in preps if p.image.shape[0] > cfg.n_slices]
+        if too_long and cfg.skip_bad_cases:
+            for p in too_long:
+                log.warning("skipping case %s: %d slices > data.n_slices=%d", p.case.case_id, p.image.shape[0], cfg.n_slices)
+            preps = [p for p in preps if p.image.shape[0] <= cfg.n_slices]
+    if not preps:
+        raise DataError(f"{data_dir}: no usable cases")
+    split = stratified_split(
+        {p.case.case_id: p.case.label for p in preps},
+        tuple(cfg.split_fractions),  # type: ignore[arg-type]
+        cfg.split_seed if seed is None else int(seed),
+    )
+    by_id = {p.case.case_id: p for p in preps}
+    datasets = {name: _make_dataset([by_id[c] for c in ids], cfg, names) for name, ids in split.items()}
+    if len(datasets["train"]) == 0:
+        raise DataError(f"{data_dir}: the training split has no items")
+    scaler = AttributeScaler(names).fit(datasets["train"].raw_attributes.double().numpy())
+    for ds in datasets.values():
+        ds.set_scaler(scaler)
+    return DataBundle(
+        train=datasets["train"],
+        val=datasets["val"],
+        test=datasets["test"],
+        scaler=scaler,
+        attribute_names=names,
+        split=split,
+        config=cfg,
+        image_shape=tuple(datasets["train"].images.shape[1:]),
+        cases={p.case.case_id: p.case for p in preps},
+    )
+
+
+__all__ = ["AttributeScaler", "CardiacDataset", "DataBundle", "PreparedCase", "build_datasets", "prepare_case", "preprocess_params"]
