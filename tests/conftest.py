@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from attri_ssc.models.config import ModelConfig, preset
 from attri_ssc.seeding import set_seed
+
+
+# Tests run two pytest workers on two cores: one intra-op thread each. Tiny tensors are
+# also many times faster single-threaded on a loaded machine.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)

@@ -217,3 +217,20 @@ def test_soft_threshold_gradcheck():
 def test_lista_rejects_zero_iterations():
     with pytest.raises(ValueError, match="n_iter"):
         lista(torch.zeros(1, 2, 3), torch.eye(2), 0.1, 0, 1.0)
+
+
+def test_unused_atoms_receive_no_gradient():
+    """An atom whose codes are zero at every iterate gets exactly zero gradient."""
+    rng = np.random.default_rng(6)
+    dictionary = Dictionary(8, 12).double()
+    e = torch.from_numpy(rng.standard_normal((2, 8, 5)))
+    lam = torch.full((1, 12, 1), 0.1, dtype=torch.float64)
+    lam[0, 3] = 1e6  # atom 3 can never switch on
+    D = dictionary()
+    z = lista(e, D, lam, 10, lipschitz_constant(D))
+    assert not z[:, 3].any() and z.abs().sum() > 0
+    loss = (e - torch.matmul(D, z)).square().sum() + z.abs().sum()
+    loss.backward()
+    grad = dictionary.weight.grad
+    assert not grad[:, 3].any()
+    assert grad.abs().sum() > 0

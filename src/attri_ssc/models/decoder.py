@@ -3,6 +3,11 @@
 Conv C' -> width, residual, non-local, residual, residual at the lowest resolution, then
 three upsamplings (transposed conv + conv), each followed by a residual block except at
 full resolution (as in Table 6), and GroupNorm + Swish + conv to the image channels.
+
+Widths: each upsampling changes the width (w[l+1] -> w[l]) and the residual block after
+it keeps it. Table 6 instead keeps 512 channels through the S/4 upsampling and lets the
+next residual block reduce to 128; the widths leaving every resolution are the same,
+ours has fewer parameters at S/4.
 """
 
 from __future__ import annotations

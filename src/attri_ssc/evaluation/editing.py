@@ -1,0 +1,343 @@
+"""Attribute editing in code space (paper Appendix A.5) with a rule that is right for signed codes.
+
+A.5, as printed: for attribute a take the top-k atoms by |W_a,j| and their signs; from the
+training set record each atom's bounds [Z_j^min, Z_j^max]; for α ∈ [−1, 1] on an even grid
+set, for the top-k atoms only,
+
+    Z'_j(α) = (1 − |α|) Z_j + |α| B_j,a(α),
+    B_j,a(α) = Z_j^max if sign(α) = sign(W_a,j) else Z_j^min.          (rule ``literal``)
+
+With signed codes the atom's usage (what W reads, Eq. 7) is |Z|, so pushing a code toward a
+negative Z_min *raises* usage and the literal rule then edits in the wrong direction
+(DESIGN.md "Editing"). The default rule ``magnitude`` applies A.5's sign logic to
+magnitudes: where sign(α) = sign(W_a,j) the code moves toward the atom's bound *of its own
+sign* (|Z| grows toward the robust bound magnitude, the sign is kept), otherwise toward 0.
+Locations where the atom is inactive (Z = 0) move toward the bound of the atom's dominant
+sign, unless ``active_only`` is set, in which case only already-active locations change.
+
+Bounds are robust percentiles, not raw extremes: code values are heavy tailed and the raw
+min/max wipe the image at |α| = 1. ``lower``/``upper`` are the ``100 − p`` and ``p``
+percentiles of Z over all training locations (the literal rule's Z^min/Z^max);
+``pos_magnitude``/``neg_magnitude`` are the p-th percentiles of Z over the locations where
+it is positive, and of |Z| where it is negative (the magnitude rule's targets).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from attri_ssc.evaluation.saliency import edited_atom_saliency
+
+RULES = ("magnitude", "literal")
+BOUNDS_NAME = "atom_bounds.json"
+BOUNDS_VERSION = 1
+
+
+# ---------------------------------------------------------------------------- bounds
+@dataclass(frozen=True)
+class AtomBounds:
+    """Per-atom statistics of training codes (each list has K entries).
+
+    Attributes:
+        percentile: p, in (50, 100].
+        lower, upper: the (100 − p)-th and p-th percentiles of Z over all training
+            locations (A.5's Z^min and Z^max).
+        pos_magnitude: p-th percentile of Z over locations where Z > 0 (0 if never).
+        neg_magnitude: p-th percentile of |Z| over locations where Z < 0 (0 if never).
+        dominant_sign: +1 or −1, the sign of the atom's larger total mass (+1 for dead atoms).
+        active_fraction: fraction of training locations where Z ≠ 0.
+    """
+
+    percentile: float
+    lower: list[float]
+    upper: list[float]
+    pos_magnitude: list[float]
+    neg_magnitude: list[float]
+    dominant_sign: list[float]
+    active_fraction: list[float]
+
+    @property
+    def n_atoms(self) -> int:
+        return len(self.lower)
+
+    def tensor(self, name: str, like: Tensor) -> Tensor:
+        """Field ``name`` as a (K,) tensor with ``like``'s dtype and device."""
+        return torch.tensor(getattr(self, name), dtype=like.dtype, device=like.device)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "AtomBounds":
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__})
+
+
+def bounds_from_codes(codes: Tensor, percentile: float = 99.0) -> AtomBounds:
+    """:class:`AtomBounds` from training codes.
+
+    Args:
+        codes: (N, K, *s) codes of the training set.
+        percentile: p in (50, 100]; 100 gives the raw min/max of A.5.
+    """
+    if not 50.0 < float(percentile) <= 100.0:
+        raise ValueError(f"percentile must be in (50, 100], got percentile={percentile}")
+    if codes.dim() < 3:
+        raise ValueError(f"codes must be (N, K, *spatial), got shape {tuple(codes.shape)}")
+    k = codes.shape[1]
+    flat = codes.detach().double().transpose(0, 1).reshape(k, -1).cpu().numpy()  # (K, N·|s|)
+    p = float(percentile)
+    out: dict[str, list[float]] = {n: [] for n in ("lower", "upper", "pos", "neg", "sign", "active")}
+    for row in flat:
+        pos, neg = row[row > 0], -row[row < 0]
+        out["lower"].append(float(np.percentile(row, 100.0 - p)))
+        out["upper"].append(float(np.percentile(row, p)))
+        out["pos"].append(float(np.percentile(pos, p)) if pos.size else 0.0)
+        out["neg"].append(float(np.percentile(neg, p)) if neg.size else 0.0)
+        out["sign"].append(1.0 if pos.sum() >= neg.sum() else -1.0)
+        out["active"].append(float((row != 0).mean()))
+    return AtomBounds(p, out["lower"], out["upper"], out["pos"], out["neg"], out["sign"], out["active"])
+
+
+@torch.no_grad()
+def collect_codes(backbone, images: Tensor, batch_size: int = 32) -> Tensor:
+    """Codes Z (N, K, *s) of images (N, 1, *S) with the backbone in eval mode (on CPU)."""
+    backbone.eval()
+    device = next(backbone.parameters()).device
+    parts = [backbone(images[i:i + batch_size].to(device)).codes.cpu() for i in range(0, images.shape[0], batch_size)]
+    return torch.cat(parts)
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def run_atom_bounds(run, train_images: Tensor, train_ids: Sequence[str], percentile: float = 99.0,
+                    batch_size: int = 32) -> AtomBounds:
+    """Bounds of a run, computed once and cached in ``RUN/atom_bounds.json``.
+
+    The cache is reused only when the model weights (SHA-256 of ``model.safetensors``),
+    the training items (their case ids) and ``percentile`` all match.
+
+    Args:
+        run: a :class:`attri_ssc.runs.LoadedRun` of family ``attri_ssc``.
+        train_images: (N, 1, *S) training images.
+        train_ids: the N items' case ids (part of the cache key).
+        percentile: see :func:`bounds_from_codes`.
+    """
+    from attri_ssc.io_utils import read_json, write_json
+
+    path = Path(run.run_dir) / BOUNDS_NAME
+    key = {
+        "version": BOUNDS_VERSION,
+        "model_sha256": _file_digest(Path(run.run_dir) / "model.safetensors"),
+        "train_items": hashlib.sha256("\n".join(train_ids).encode()).hexdigest(),
+        "n_items": int(train_images.shape[0]),
+    }
+    cache: dict = {}
+    if path.exists():
+        try:
+            cache = read_json(path)
+        except ValueError:
+            cache = {}
+        if cache.get("key") != key:
+            cache = {}
+    entry = cache.get("bounds", {}).get(f"{float(percentile):g}")
+    if entry is not None:
+        return AtomBounds.from_dict(entry)
+    bounds = bounds_from_codes(collect_codes(run.model.backbone, train_images, batch_size), percentile)
+    cache = {"key": key, "bounds": {**cache.get("bounds", {}), f"{float(percentile):g}": bounds.to_dict()}}
+    write_json(path, cache)
+    return bounds
+
+
+# ---------------------------------------------------------------------------- atoms
+@dataclass(frozen=True)
+class AtomSelection:
+    """The atoms an edit of one attribute moves: indices (strongest |W| first) and sign(W)."""
+
+    attribute: int
+    atoms: tuple[int, ...]
+    signs: tuple[float, ...]
+    weights: tuple[float, ...]
+
+
+def select_atoms(weight: Tensor, attribute: int, top_k: int) -> AtomSelection:
+    """A.5 step 1: the top-k atoms of row ``attribute`` of W by |W|, ignoring zero entries.
+
+    Args:
+        weight: the effective mapper weight (|A|, K).
+        attribute: row index.
+        top_k: k >= 1.
+    """
+    if not 0 <= attribute < weight.shape[0]:
+        raise ValueError(f"attribute must be in [0, {weight.shape[0]}), got attribute={attribute}")
+    if top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got top_k={top_k}")
+    row = weight.detach()[attribute].double().cpu()
+    order = torch.argsort(row.abs(), descending=True, stable=True)
+    chosen = [int(j) for j in order[:top_k] if row[j] != 0]
+    return AtomSelection(
+        attribute=int(attribute),
+        atoms=tuple(chosen),
+        signs=tuple(float(torch.sign(row[j])) for j in chosen),
+        weights=tuple(float(row[j]) for j in chosen),
+    )
+
+
+# ---------------------------------------------------------------------------- edit rule
+def alpha_grid(steps: int) -> Tensor:
+    """``steps`` evenly spaced α in [−1, 1]; ``steps`` odd and >= 3 so that α = 0 sits in the centre."""
+    if not isinstance(steps, int) or steps < 3 or steps % 2 == 0:
+        raise ValueError(f"steps must be an odd integer >= 3 (α = 0 in the centre), got steps={steps!r}")
+    grid = torch.linspace(-1.0, 1.0, steps)
+    grid[steps // 2] = 0.0
+    return grid
+
+
+def edit_targets(codes: Tensor, selection: AtomSelection, bounds: AtomBounds, alpha_sign: float,
+                 rule: str = "magnitude", active_only: bool = False) -> tuple[Tensor, Tensor]:
+    """The target B and the mask of locations that move, for one direction of α.
+
+    Args:
+        codes: Z (B, K, *s).
+        selection: atoms and signs (from :func:`select_atoms`).
+        bounds: the run's :class:`AtomBounds`.
+        alpha_sign: +1 or −1, sign(α).
+        rule: ``magnitude`` (default) or ``literal`` (see the module doc).
+        active_only: only locations where Z ≠ 0 move.
+    Returns:
+        (target, moving): both (B, K, *s); target is B where moving is 1, and moving is
+        zero outside the selected atoms.
+    """
+    if rule not in RULES:
+        raise ValueError(f"rule must be one of {RULES}, got rule={rule!r}")
+    if alpha_sign not in (1.0, -1.0, 1, -1):
+        raise ValueError(f"alpha_sign must be +1 or -1, got alpha_sign={alpha_sign!r}")
+    if bounds.n_atoms != codes.shape[1]:
+        raise ValueError(f"bounds have {bounds.n_atoms} atoms but codes have K={codes.shape[1]}")
+    target = torch.zeros_like(codes)
+    moving = torch.zeros_like(codes)
+    lower, upper = bounds.tensor("lower", codes), bounds.tensor("upper", codes)
+    pos, neg = bounds.tensor("pos_magnitude", codes), bounds.tensor("neg_magnitude", codes)
+    dominant = bounds.tensor("dominant_sign", codes)
+    for j, w_sign in zip(selection.atoms, selection.signs):
+        z = codes[:, j]
+        active = z != 0
+        move = active if active_only else torch.ones_like(active)
+        increase = float(alpha_sign) == float(w_sign)
+        if rule == "literal":
+            b = torch.full_like(z, float(upper[j] if increase else lower[j]))
+        elif increase:
+            # Each location's own sign (the atom's dominant sign where it is inactive),
+            # and that sign's bound magnitude (the other sign's when never seen in training).
+            s = torch.where(active, torch.sign(z), dominant[j])
+            mag_pos = pos[j] if pos[j] > 0 else neg[j]
+            mag_neg = neg[j] if neg[j] > 0 else pos[j]
+            b = torch.where(s > 0, mag_pos, -mag_neg)
+        else:
+            b = torch.zeros_like(z)
+        target[:, j] = b
+        moving[:, j] = move.to(codes.dtype)
+    return target, moving
+
+
+def edit_codes(codes: Tensor, selection: AtomSelection, bounds: AtomBounds, alpha: float,
+               rule: str = "magnitude", active_only: bool = False) -> Tensor:
+    """``Z'(α) = (1 − |α|) Z + |α| B`` on the selected atoms (and moving locations) only.
+
+    Args:
+        codes: Z (B, K, *s).
+        selection, bounds, rule, active_only: see :func:`edit_targets`.
+        alpha: α in [−1, 1]; α = 0 returns an exact copy of ``codes``.
+    Returns:
+        Z' (B, K, *s); every atom outside ``selection`` is bit-identical to ``codes``.
+    """
+    alpha = float(alpha)
+    if not -1.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [-1, 1], got alpha={alpha}")
+    if alpha == 0.0:
+        return codes.clone()
+    target, moving = edit_targets(codes, selection, bounds, 1.0 if alpha > 0 else -1.0, rule, active_only)
+    a = abs(alpha)
+    edited = (1.0 - a) * codes + a * target
+    return torch.where(moving > 0, edited, codes)
+
+
+def edit_direction(codes: Tensor, selection: AtomSelection, bounds: AtomBounds, alpha: float,
+                   rule: str = "magnitude", active_only: bool = False) -> Tensor:
+    """``dZ'/dα`` at α (the one-sided derivative from the right at α = 0): sign(α)(B − Z) on moving entries."""
+    s = 1.0 if alpha >= 0 else -1.0
+    target, moving = edit_targets(codes, selection, bounds, s, rule, active_only)
+    return s * (target - codes) * moving
+
+
+# ---------------------------------------------------------------------------- sweep
+@dataclass
+class EditSweep:
+    """One image edited along the α grid.
+
+    Attributes:
+        alphas: (n,) α values, α = 0 in the centre.
+        images: (n, 1, *S) decoded edits (not clamped); the centre is the reconstruction.
+        saliency: (n, 1, *S) |dx̂/dα| of the edited atoms (see :mod:`saliency`), or None.
+        predicted: (n, |A|) the model's own â of each edited code map (scaled units).
+        selection: the edited atoms.
+        rule, active_only: the rule used.
+    """
+
+    alphas: Tensor
+    images: Tensor
+    saliency: Tensor | None
+    predicted: Tensor
+    selection: AtomSelection
+    rule: str
+    active_only: bool
+
+
+def edit_sweep(model, x: Tensor, selection: AtomSelection, bounds: AtomBounds, alphas: Tensor,
+               rule: str = "magnitude", active_only: bool = False, saliency: bool = True) -> EditSweep:
+    """Encode ``x``, edit its codes at every α, decode, and (optionally) compute saliency.
+
+    Args:
+        model: an ``AttriSSCVAE`` (``.backbone``, ``.mapper``), put in eval mode here.
+        x: one image (1, *S) or (1, 1, *S).
+        selection, bounds, rule, active_only: see :func:`edit_codes`.
+        alphas: (n,) values in [−1, 1].
+        saliency: compute the saliency maps (one Jacobian-vector product per α).
+    """
+    model.eval()
+    backbone = model.backbone
+    device = next(model.parameters()).device
+    xb = (x if x.dim() == backbone.config.spatial_dims + 2 else x.unsqueeze(0)).to(device)
+    with torch.no_grad():
+        z = backbone(xb).codes  # (1, K, *s)
+        edited = torch.cat([edit_codes(z, selection, bounds, float(a), rule, active_only) for a in alphas])
+        images = backbone.decode_codes(edited)
+        predicted = model.mapper(edited)
+    maps = None
+    if saliency:
+        maps = torch.cat([
+            edited_atom_saliency(backbone.decode_codes, edited[i:i + 1], selection.atoms,
+                                 edit_direction(z, selection, bounds, float(a), rule, active_only))
+            for i, a in enumerate(alphas)
+        ]).cpu()
+    return EditSweep(alphas=alphas.cpu(), images=images.cpu(), saliency=maps, predicted=predicted.cpu(),
+                     selection=selection, rule=rule, active_only=active_only)
+
+
+__all__ = [
+    "AtomBounds", "AtomSelection", "BOUNDS_NAME", "EditSweep", "RULES", "alpha_grid", "bounds_from_codes",
+    "collect_codes", "edit_codes", "edit_direction", "edit_sweep", "edit_targets", "run_atom_bounds",
+    "select_atoms",
+]
