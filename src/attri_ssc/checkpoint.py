@@ -6,8 +6,13 @@ A checkpoint ``<prefix>`` is two files:
 * ``<prefix>.json``: ``{"format_version", "sha256", "meta": {...}}`` where ``sha256`` is the
   digest of the safetensors file.
 
-Both are written atomically (temp file + rename), the safetensors file first and the
-JSON last, so the JSON's presence marks a complete checkpoint. Loading checks the
+Saving never leaves the previous checkpoint unusable, whatever the moment of a crash
+(``kill -9``, power loss aside): the new pair is first written completely, each file
+atomically (temp file + rename), as ``<prefix>.pending.{safetensors,json}``, the JSON
+last, so the pending JSON's presence marks a complete new checkpoint; then both files
+are renamed over the old pair. A crash between those two renames leaves the pending
+JSON behind, and the next save or load finishes the renames (rolls forward); a crash
+before the pending JSON exists leaves the old pair untouched. Loading checks the
 JSON, the format version and (by default) the digest before reading any tensor, and
 raises :class:`~attri_ssc.errors.CheckpointError` with the file and the problem.
 """
@@ -53,15 +58,39 @@ def save_checkpoint(path_prefix: str | os.PathLike, tensors: dict[str, torch.Ten
     if bad:
         raise ValueError(f"tensors must map str to torch.Tensor; bad entries: {bad[:5]}")
     flat = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
-    # Drop an older sidecar first: an interrupted overwrite then reads as incomplete.
-    json_path.unlink(missing_ok=True)
-    atomic_write(st_path, lambda tmp: save_file(flat, str(tmp)))
-    record = {"format_version": FORMAT_VERSION, "sha256": sha256_file(st_path), "meta": meta}
+    pending_st, pending_json = _pending_paths(path_prefix)
+    finish_interrupted_save(path_prefix)
+    atomic_write(pending_st, lambda tmp: save_file(flat, str(tmp)))
+    record = {"format_version": FORMAT_VERSION, "sha256": sha256_file(pending_st), "meta": meta}
     try:
-        write_json(json_path, record)  # serialises before touching the file
+        write_json(pending_json, record)  # serialises before touching the file
     except TypeError as exc:
+        pending_st.unlink(missing_ok=True)
         raise ValueError(f"checkpoint meta is not JSON serialisable: {exc}") from exc
+    finish_interrupted_save(path_prefix)  # the two renames
     return json_path
+
+
+def _pending_paths(path_prefix: str | os.PathLike) -> tuple[Path, Path]:
+    """``(<prefix>.pending.safetensors, <prefix>.pending.json)``: a save in progress."""
+    return checkpoint_paths(str(path_prefix) + ".pending")
+
+
+def finish_interrupted_save(path_prefix: str | os.PathLike) -> None:
+    """Complete or discard a save of ``path_prefix`` that was interrupted; no-op otherwise.
+
+    A pending JSON marks a complete new checkpoint: its weights (still pending, or already
+    renamed into place) and then the JSON are renamed over the old pair. Pending weights
+    without a pending JSON are a half-finished save and are deleted; the old pair is intact.
+    """
+    st_path, json_path = checkpoint_paths(path_prefix)
+    pending_st, pending_json = _pending_paths(path_prefix)
+    if pending_json.is_file():
+        if pending_st.is_file():
+            os.replace(pending_st, st_path)
+        os.replace(pending_json, json_path)
+    elif pending_st.is_file():
+        pending_st.unlink()
 
 
 def load_checkpoint(path_prefix: str | os.PathLike, verify: bool = True) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -72,6 +101,12 @@ def load_checkpoint(path_prefix: str | os.PathLike, verify: bool = True) -> tupl
     (``verify=True``), or the safetensors file cannot be read.
     """
     st_path, json_path = checkpoint_paths(path_prefix)
+    if _pending_paths(path_prefix)[1].is_file():
+        try:
+            finish_interrupted_save(path_prefix)
+        except OSError as exc:
+            raise CheckpointError(
+                f"cannot complete the interrupted save of {json_path}: {exc.strerror or exc}") from exc
     if not json_path.is_file():
         hint = " (the weights exist: the save was interrupted)" if st_path.is_file() else ""
         raise CheckpointError(f"checkpoint metadata {json_path} not found{hint}")

@@ -17,6 +17,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
+import re
+import typing
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -249,10 +252,41 @@ def _dataclass_from_dict(cls: type, raw: dict[str, Any], label: str) -> Any:
     unknown = set(raw) - names
     if unknown:
         raise ConfigError(f"{label}: unknown keys {sorted(unknown)} (known: {sorted(names)})")
+    hints = typing.get_type_hints(cls)
+    raw = {key: _check_type(value, hints[key], f"{label}.{key}") for key, value in raw.items()}
     try:
         return cls(**raw)
     except TypeError as exc:
         raise ConfigError(f"{label}: {exc}") from exc
+
+
+# A number in scientific notation without a dot ("1e-4"), which YAML 1.1 reads as a string.
+_NUMBER_TEXT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
+
+
+def _check_type(value: Any, hint: Any, where: str) -> Any:
+    """``value`` checked against a field's ``bool``/``int``/``float``/``str`` annotation
+    (optionally ``| None``); "1e-4" is taken as the number. Raises :class:`ConfigError`."""
+    allowed = typing.get_args(hint) or (hint,)
+    if value is None and type(None) in allowed:
+        return value
+    if float in allowed:
+        if isinstance(value, str) and _NUMBER_TEXT.match(value.strip()):
+            value = float(value)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            return value
+        raise ConfigError(f"{where} must be a finite number, got {value!r}")
+    if int in allowed:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where} must be an integer, got {value!r}")
+    if bool in allowed:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where} must be true or false, got {value!r}")
+    if str in allowed and not isinstance(value, str):
+        raise ConfigError(f"{where} must be a string, got {value!r}")
+    return value
 
 
 def _model_config_from_dict(family: str, raw: dict[str, Any]) -> Any:

@@ -232,7 +232,10 @@ def _verify(args: argparse.Namespace) -> int:
     if run.config.data.spatial_dims != 2:
         raise ConfigError("verify-edits measures 2D slices; this run is 3D")
     spacing = float(run.config.data.spacing_mm)
-    held_out, scale = held_out_images(_split(bundle, args.split), bundle.cases, spacing, args.n_images)
+    try:
+        held_out, scale = held_out_images(_split(bundle, args.split), bundle.cases, spacing, args.n_images)
+    except ValueError as exc:
+        raise DataError(f"{args.split} split: {exc}") from None
     bounds = run_atom_bounds(run, bundle.train.images, bundle.train.case_ids, args.percentile)
     try:
         report = verify_edits(run.model, held_out, run.attribute_names, bounds, spacing, scale,

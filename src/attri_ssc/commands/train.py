@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 
@@ -38,4 +39,7 @@ def run(args: argparse.Namespace) -> int:
     result = train(cfg, args.data, args.out, resume=args.resume, force=args.force, progress=not args.no_progress)
     state = "finished" if result.completed else f"stopped at global step {result.position.global_step}"
     print(f"training {state}; run folder: {result.run_dir}")
+    if result.skipped_batches:
+        print(f"attri-ssc train: warning: {result.skipped_batches} batch(es) with a non-finite loss or gradient "
+              f"were skipped (train.skip_nonfinite); see {result.run_dir / 'metrics.jsonl'}", file=sys.stderr)
     return 0

@@ -124,6 +124,11 @@ class ClinicalRecord:
 
 def decode_bytes(raw: bytes) -> tuple[str, str]:
     """Decode a clinical file's bytes; returns (text, encoding). See module docstring."""
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):  # UTF-16 with a byte-order mark (e.g. Notepad's "Unicode")
+        try:
+            return raw.decode("utf-16"), "utf-16"
+        except UnicodeDecodeError:
+            pass
     try:
         return raw.decode("utf-8"), "utf-8"
     except UnicodeDecodeError:

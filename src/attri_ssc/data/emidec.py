@@ -22,8 +22,10 @@ unusable cases.
 
 from __future__ import annotations
 
+import gzip
 import logging
 import re
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -148,8 +150,37 @@ def load_nifti(path: Path, case_id: str = "") -> tuple[np.ndarray, tuple[float, 
             f"case {case_id}: {path}: cannot read voxel data, the file may be truncated "
             f"({type(exc).__name__}: {exc})"
         ) from None
+    if str(path).endswith(".gz"):
+        _check_gzip(Path(path), case_id)
     zooms = tuple(float(z) for z in img.header.get_zooms())
     return np.asarray(data), zooms
+
+
+def _check_gzip(path: Path, case_id: str) -> None:
+    """Decompress ``path`` to its end so that gzip's CRC and length are checked: nibabel
+    reads only the bytes it needs, so damaged voxel data would otherwise pass silently."""
+    try:
+        with gzip.open(path, "rb") as fh:
+            while fh.read(1 << 22):
+                pass
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DataError(
+            f"case {case_id}: {path}: damaged gzip data, the file is corrupt or truncated "
+            f"({type(exc).__name__}: {exc})"
+        ) from None
+
+
+def _stored_zooms(path: Path, img) -> tuple[float, ...]:
+    """Voxel spacing as written in the header: on load nibabel replaces a zero spacing by
+    1 mm (and a negative one by its absolute value), which would hide a broken header."""
+    from nibabel.openers import ImageOpener
+
+    try:
+        with ImageOpener(str(path)) as fh:
+            header = type(img.header).from_fileobj(fh, check=False)
+        return tuple(abs(float(z)) for z in header.get_zooms())
+    except Exception:  # unusual header classes: fall back to nibabel's (fixed) values
+        return tuple(float(z) for z in img.header.get_zooms())
 
 
 def check_mask(data: np.ndarray, path: Path, case_id: str, shape: tuple[int, ...]) -> np.ndarray:
@@ -168,6 +199,8 @@ def check_mask(data: np.ndarray, path: Path, case_id: str, shape: tuple[int, ...
             f"case {case_id}: {path}: mask has unknown label(s) {unknown}; expected 0 background, "
             "1 cavity, 2 myocardium, 3 infarct, 4 no-reflow"
         )
+    if not values - {0}:
+        raise DataError(f"case {case_id}: {path}: mask is empty (background only: no cavity or myocardium)")
     return rounded.astype(np.uint8)
 
 
@@ -291,7 +324,7 @@ def inspect_case(files: CaseFiles, check_arrays: bool = False) -> tuple[EmidecCa
             problems.append(Problem(cid, str(path), f"expected a 3D (X, Y, slices) volume, got shape {img.shape}"))
     if "image" in headers:
         img = headers["image"]
-        zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
+        zooms = _stored_zooms(files.image_path, img)[:3]
         if len(img.shape) == 3:
             shape = tuple(int(s) for s in img.shape)
             if len(zooms) != 3 or not all(np.isfinite(z) and z > 0 for z in zooms):

@@ -327,11 +327,8 @@ def edit_sweep(model, x: Tensor, selection: AtomSelection, bounds: AtomBounds, a
         predicted = model.mapper(edited)
     maps = None
     if saliency:
-        maps = torch.cat([
-            edited_atom_saliency(backbone.decode_codes, edited[i:i + 1], selection.atoms,
-                                 edit_direction(z, selection, bounds, float(a), rule, active_only))
-            for i, a in enumerate(alphas)
-        ]).cpu()
+        directions = torch.cat([edit_direction(z, selection, bounds, float(a), rule, active_only) for a in alphas])
+        maps = edited_atom_saliency(backbone.decode_codes, edited, selection.atoms, directions).cpu()
     return EditSweep(alphas=alphas.cpu(), images=images.cpu(), saliency=maps, predicted=predicted.cpu(),
                      selection=selection, rule=rule, active_only=active_only)
 

@@ -142,7 +142,7 @@ def summarise(responses: dict[str, np.ndarray], alphas: np.ndarray, target: str,
     rho = [_spearman(alphas, row) for row in tgt]
     rel = tgt - tgt[:, centre:centre + 1]
     ok = np.isfinite(rel)
-    pooled = float(stats.spearmanr(np.broadcast_to(alphas, rel.shape)[ok], rel[ok]).statistic) if ok.sum() >= 3 else None
+    pooled = _spearman(np.broadcast_to(alphas, rel.shape)[ok], rel[ok]) if ok.sum() >= 3 else None
     slopes = {name: np.array([_slope(alphas, row) for row in responses[name]]) / scale[name] for name in JUDGED}
     denom = _nanmean(np.abs(slopes[target]))
     leak: dict[str, float | None] = {}

@@ -52,8 +52,19 @@ def model_tensors(model: nn.Module) -> dict[str, Tensor]:
 
 
 def load_model_tensors(model: nn.Module, tensors: dict[str, Tensor]) -> None:
+    """Load the ``model.``-prefixed tensors into ``model`` (strict).
+
+    Raises:
+        RuntimeError: one line naming the missing, unexpected and mis-shaped keys.
+    """
+    from attri_ssc.checkpoint import load_state_dict_checked
+    from attri_ssc.errors import CheckpointError
+
     state = {k[len(MODEL_PREFIX):]: v for k, v in tensors.items() if k.startswith(MODEL_PREFIX)}
-    model.load_state_dict(state, strict=True)
+    try:
+        load_state_dict_checked(model, state, source="saved state")
+    except CheckpointError as exc:  # callers add the file name
+        raise RuntimeError(str(exc)) from None
 
 
 def rng_state() -> tuple[dict[str, Tensor], dict[str, Any]]:

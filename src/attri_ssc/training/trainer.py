@@ -57,6 +57,7 @@ class TrainResult:
     position: Position
     validation: dict[str, Any]
     wall_time_s: float
+    skipped_batches: int = 0  # batches skipped as non-finite (train.skip_nonfinite), whole run
 
 
 # --------------------------------------------------------------------------- run folder
@@ -94,16 +95,27 @@ def prepare_run_dir(run_dir: Path, resume: bool, force: bool) -> None:
 class MetricsLog:
     """Append-only JSON-lines log (``metrics.jsonl``); a no-op on ranks other than 0."""
 
-    def __init__(self, path: Path, enabled: bool, keep_until_step: int | None = None) -> None:
+    def __init__(self, path: Path, enabled: bool, keep_until_step: int | None = None,
+                 restart_stage: str | None = None) -> None:
         self.path = path
         self.enabled = enabled
+        self.skipped_batches = 0  # "skipped_batch" records in the log (exact on rank 0)
         if enabled and keep_until_step is not None and path.exists():
-            # Drop records written after the checkpoint we resume from.
-            kept = [line for line in path.read_text().splitlines()
-                    if line.strip() and json.loads(line).get("global_step", 0) <= keep_until_step]
+            # Drop records written after the checkpoint we resume from, and the start record
+            # of the stage whose start hook runs again (``restart_stage``, resuming at its step 0).
+            kept = []
+            for line in path.read_text().splitlines():
+                record = json.loads(line) if line.strip() else None
+                if record is None or record.get("global_step", 0) > keep_until_step or (
+                        record.get("kind") == "stage_start" and record.get("stage") == restart_stage
+                        and record.get("global_step") == keep_until_step):
+                    continue
+                kept.append(line)
+                self.skipped_batches += record.get("kind") == "skipped_batch"
             write_text(path, "".join(line + "\n" for line in kept))
 
     def write(self, record: dict[str, Any]) -> None:
+        self.skipped_batches += record.get("kind") == "skipped_batch"
         if self.enabled:
             with open(self.path, "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(record) + "\n")
@@ -367,7 +379,10 @@ def train(cfg: ExperimentConfig, data_dir: str | Path, run_dir: str | Path, resu
     if info.is_main:
         write_text(run_dir / "config.yaml", dump_yaml(cfg))
         write_json(run_dir / "split.json", bundle.split)
-    log = MetricsLog(run_dir / "metrics.jsonl", info.is_main, keep_until_step=position.global_step if resume else None)
+    restart_stage = (cfg.stages[position.stage].name
+                     if resume and position.step_in_stage == 0 and position.stage < len(cfg.stages) else None)
+    log = MetricsLog(run_dir / "metrics.jsonl", info.is_main, keep_until_step=position.global_step if resume else None,
+                     restart_stage=restart_stage)
     schedule = BatchSchedule(bundle.train, cfg.train.batch_size, cfg.train.seed, info)
     autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if cfg.train.precision == "bf16"
                 else nullcontext())
@@ -410,14 +425,19 @@ def train(cfg: ExperimentConfig, data_dir: str | Path, run_dir: str | Path, resu
                 finite = flag.bool()
             if not bool(finite):
                 bad = [k for k, v in terms.items() if not torch.isfinite(v.detach()).all()] or ["gradients"]
-                where = f"stage {stage.name!r} step {position.step_in_stage} (global step {position.global_step})"
+                # Steps count from 1, as "step"/"global_step" in metrics.jsonl and checkpoints do.
+                where = (f"stage {stage.name!r} step {position.step_in_stage + 1} of {stage.steps} "
+                         f"(global step {position.global_step + 1})")
                 if not cfg.train.skip_nonfinite:
+                    last = run_dir / f"{CHECKPOINT_NAME}.json"
+                    kept = (f"the last good checkpoint is {run_dir / CHECKPOINT_NAME}.safetensors (resume "
+                            f"with --resume, possibly with a smaller learning rate)" if last.exists()
+                            else "no checkpoint was written yet")
                     raise NumericalError(
-                        f"non-finite {', '.join(bad)} at {where}; the last good checkpoint is "
-                        f"{run_dir / CHECKPOINT_NAME}.safetensors (resume with --resume, or set "
-                        f"train.skip_nonfinite=true to skip such batches)")
-                log.write({"kind": "skipped_batch", "stage": stage.name, "global_step": position.global_step,
-                           "nonfinite": bad})
+                        f"non-finite {', '.join(bad)} at {where}; {kept}; or set train.skip_nonfinite=true "
+                        f"to skip such batches")
+                log.write({"kind": "skipped_batch", "stage": stage.name, "step": position.step_in_stage + 1,
+                           "global_step": position.global_step + 1, "nonfinite": bad})
                 optimizer.zero_grad(set_to_none=True)
             else:
                 optimizer.step()
@@ -469,6 +489,6 @@ def train(cfg: ExperimentConfig, data_dir: str | Path, run_dir: str | Path, resu
             "family": cfg.train.family, "global_steps": position.global_step,
             "wall_time_s_this_process": wall,
             "world_size": info.world_size, "rank_weight_sha256": [bytes(d.tolist()).hex() for d in digests.cpu()],
-            "validation": last_val})
+            "skipped_batches": log.skipped_batches, "validation": last_val})
     dist_utils.cleanup(info)
-    return TrainResult(run_dir, True, position, last_val, wall)
+    return TrainResult(run_dir, True, position, last_val, wall, log.skipped_batches)

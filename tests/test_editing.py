@@ -1,0 +1,248 @@
+"""Attribute editing (A.5): atom selection, robust bounds, both edit rules, saliency, bounds cache."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from attri_ssc.evaluation import editing
+from attri_ssc.evaluation.editing import (AtomBounds, alpha_grid, bounds_from_codes, edit_codes, edit_direction,
+                                          run_atom_bounds, select_atoms)
+from attri_ssc.evaluation.saliency import directional_saliency, edited_atom_saliency
+from attri_ssc.models.ssc_vae import SSCVAE
+
+
+def _sparse_codes(b: int = 3, k: int = 6, s: int = 4, density: float = 0.4, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(b, k, s, s, generator=g, dtype=torch.float64)
+    keep = torch.rand(b, k, s, s, generator=g, dtype=torch.float64) < density
+    return z * keep
+
+
+def _bounds(k: int = 6) -> AtomBounds:
+    return AtomBounds(
+        percentile=99.0,
+        lower=[-1.5 - 0.1 * j for j in range(k)],
+        upper=[2.0 + 0.1 * j for j in range(k)],
+        pos_magnitude=[3.0 + j for j in range(k)],
+        neg_magnitude=[0.5 + j for j in range(k)],
+        dominant_sign=[1.0 if j % 2 == 0 else -1.0 for j in range(k)],
+        active_fraction=[0.4] * k,
+    )
+
+
+def test_alpha_grid_is_even_symmetric_with_zero_in_the_centre():
+    grid = alpha_grid(9)
+    assert torch.allclose(grid, torch.tensor([-1, -0.75, -0.5, -0.25, 0, 0.25, 0.5, 0.75, 1.0]))
+    assert grid[4] == 0.0
+    for bad in (8, 1, 2):
+        with pytest.raises(ValueError, match="steps"):
+            alpha_grid(bad)
+
+
+def test_select_atoms_takes_top_k_by_absolute_weight_and_keeps_signs():
+    w = torch.tensor([[0.1, -3.0, 0.0, 2.0, -0.5], [0.0, 0.0, 0.0, 0.0, 1.0]])
+    sel = select_atoms(w, 0, 3)
+    assert sel.atoms == (1, 3, 4) and sel.signs == (-1.0, 1.0, -1.0) and sel.weights == (-3.0, 2.0, -0.5)
+    # zero entries never count, even when k asks for more
+    assert select_atoms(w, 1, 3).atoms == (4,)
+    with pytest.raises(ValueError, match="attribute"):
+        select_atoms(w, 2, 1)
+
+
+def test_bounds_match_numpy_percentiles():
+    z = _sparse_codes(b=20, k=4, density=0.3) * 3.0
+    z[:, 3] = 0.0  # a dead atom
+    b = bounds_from_codes(z, percentile=95.0)
+    flat = z.transpose(0, 1).reshape(4, -1).numpy()
+    for j in range(3):
+        row = flat[j]
+        assert b.lower[j] == pytest.approx(np.percentile(row, 5))
+        assert b.upper[j] == pytest.approx(np.percentile(row, 95))
+        assert b.pos_magnitude[j] == pytest.approx(np.percentile(row[row > 0], 95))
+        assert b.neg_magnitude[j] == pytest.approx(np.percentile(-row[row < 0], 95))
+        assert b.dominant_sign[j] == (1.0 if row[row > 0].sum() >= -row[row < 0].sum() else -1.0)
+        assert b.active_fraction[j] == pytest.approx(np.mean(row != 0))
+    assert b.pos_magnitude[3] == b.neg_magnitude[3] == b.active_fraction[3] == 0.0
+    assert AtomBounds.from_dict(b.to_dict()) == b
+    with pytest.raises(ValueError, match="percentile"):
+        bounds_from_codes(z, percentile=40.0)
+
+
+@pytest.mark.parametrize("rule", ["magnitude", "literal"])
+@pytest.mark.parametrize("active_only", [False, True])
+def test_alpha_zero_is_identity_and_other_atoms_are_untouched(rule, active_only):
+    z = _sparse_codes()
+    sel = select_atoms(torch.tensor([[0.0, 2.0, 0.0, -1.0, 0.0, 0.0]]), 0, 2)
+    assert torch.equal(edit_codes(z, sel, _bounds(), 0.0, rule, active_only), z)
+    for alpha in (-1.0, -0.3, 0.6, 1.0):
+        out = edit_codes(z, sel, _bounds(), alpha, rule, active_only)
+        others = [j for j in range(6) if j not in sel.atoms]
+        assert torch.equal(out[:, others], z[:, others])
+        assert not torch.equal(out[:, list(sel.atoms)], z[:, list(sel.atoms)])
+
+
+def test_magnitude_rule_endpoints_follow_the_sign_rule_on_magnitudes():
+    z = _sparse_codes()
+    b = _bounds()
+    # atom 1: W > 0, dominant sign −1; atom 2: W < 0, dominant sign +1
+    sel = select_atoms(torch.tensor([[0.0, 2.0, -1.0, 0.0, 0.0, 0.0]]), 0, 2)
+    up = edit_codes(z, sel, b, 1.0, "magnitude")
+    down = edit_codes(z, sel, b, -1.0, "magnitude")
+    # W > 0 and α = +1: |Z| goes to the bound of its own sign; inactive go to the dominant (−) bound
+    z1 = z[:, 1]
+    expect_up1 = torch.where(z1 > 0, torch.tensor(b.pos_magnitude[1], dtype=z.dtype),
+                             torch.tensor(-b.neg_magnitude[1], dtype=z.dtype))
+    assert torch.equal(up[:, 1], expect_up1)
+    assert torch.equal(down[:, 1], torch.zeros_like(z1))  # α = −1: toward 0
+    # W < 0: reversed; inactive locations take the dominant (+) bound
+    z2 = z[:, 2]
+    expect_down2 = torch.where(z2 < 0, torch.tensor(-b.neg_magnitude[2], dtype=z.dtype),
+                               torch.tensor(b.pos_magnitude[2], dtype=z.dtype))
+    assert torch.equal(down[:, 2], expect_down2)
+    assert torch.equal(up[:, 2], torch.zeros_like(z2))
+    # the usage of a W > 0 atom rises with α, of a W < 0 atom falls (bounds above |Z| here)
+    usage = [edit_codes(z, sel, b, a, "magnitude")[:, 1].abs().mean().item() for a in alpha_grid(5)]
+    assert all(np.diff(usage) > 0)
+    # halfway is the midpoint between Z and the target
+    half = edit_codes(z, sel, b, 0.5, "magnitude")
+    assert torch.allclose(half[:, 1], 0.5 * z1 + 0.5 * expect_up1)
+
+
+def test_magnitude_rule_active_only_leaves_inactive_locations_at_zero():
+    z = _sparse_codes()
+    b = _bounds()
+    sel = select_atoms(torch.tensor([[0.0, 2.0, 0.0, 0.0, 0.0, 0.0]]), 0, 1)
+    up = edit_codes(z, sel, b, 1.0, "magnitude", active_only=True)
+    inactive = z[:, 1] == 0
+    assert torch.all(up[:, 1][inactive] == 0)
+    active = ~inactive
+    assert torch.equal(up[:, 1][active], torch.where(z[:, 1] > 0, 3.0 + 1, -(0.5 + 1)).to(z.dtype)[active])
+
+
+def test_literal_rule_endpoints_are_the_printed_bounds():
+    z = _sparse_codes()
+    b = _bounds()
+    sel = select_atoms(torch.tensor([[0.0, 2.0, -1.0, 0.0, 0.0, 0.0]]), 0, 2)
+    up = edit_codes(z, sel, b, 1.0, "literal")
+    down = edit_codes(z, sel, b, -1.0, "literal")
+    assert torch.all(up[:, 1] == b.upper[1]) and torch.all(down[:, 1] == b.lower[1])  # sign(α) = sign(W) → max
+    assert torch.all(up[:, 2] == b.lower[2]) and torch.all(down[:, 2] == b.upper[2])  # W < 0: reversed
+    # the pitfall the default rule fixes: toward a negative Z_min the usage |Z| *rises*
+    assert down[:, 1].abs().mean() > z[:, 1].abs().mean()
+
+
+@pytest.mark.parametrize("rule", ["magnitude", "literal"])
+def test_edit_direction_is_the_derivative_in_alpha(rule):
+    z = _sparse_codes()
+    sel = select_atoms(torch.tensor([[0.0, 2.0, -1.0, 0.0, 0.0, 0.0]]), 0, 2)
+    for a0, a1 in ((0.25, 0.75), (-0.75, -0.25)):
+        fd = (edit_codes(z, sel, _bounds(), a1, rule) - edit_codes(z, sel, _bounds(), a0, rule)) / (a1 - a0)
+        assert torch.allclose(edit_direction(z, sel, _bounds(), a0, rule), fd, atol=1e-12)
+
+
+def _linear_decoder(k: int, s: int, size: int, seed: int = 0):
+    """x[b, 0, p] = Σ_{j,l} Z[b, j, l] T[j, l, p] with T zero outside each atom's footprint."""
+    g = torch.Generator().manual_seed(seed)
+    t = torch.randn(k, s * s, size * size, generator=g, dtype=torch.float64)
+    footprint = torch.zeros(k, size * size, dtype=torch.bool)
+    for j in range(k):  # atom j reaches only the pixel rows j*2 … j*2+1
+        rows = torch.zeros(size, size, dtype=torch.bool)
+        rows[2 * j:2 * j + 2] = True
+        footprint[j] = rows.flatten()
+    t = t * footprint[:, None, :]
+
+    def decode(z: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("bjl,jlp->bp", z.flatten(2), t).reshape(z.shape[0], 1, size, size)
+
+    return decode, t, footprint
+
+
+def test_saliency_equals_the_analytic_jacobian_product_and_is_zero_off_the_footprint():
+    k, s, size = 4, 2, 8
+    decode, t, footprint = _linear_decoder(k, s, size)
+    z = _sparse_codes(b=2, k=k, s=s, density=0.7)
+    v = torch.randn_like(z)
+    atoms = [1, 2]
+    sal = edited_atom_saliency(decode, z, atoms, v)
+    oracle = torch.einsum("bjl,jlp->bp", v[:, atoms].flatten(2), t[atoms]).abs().reshape(2, 1, size, size)
+    assert torch.allclose(sal, oracle, atol=1e-12)
+    assert torch.isfinite(sal).all() and (sal >= 0).all()
+    off = ~(footprint[1] | footprint[2]).reshape(size, size)
+    assert torch.all(sal[:, 0][:, off] == 0)
+    assert sal[:, 0][:, ~off].abs().sum() > 0
+    # default direction = the codes themselves (gradient × input)
+    gi = edited_atom_saliency(decode, z, atoms)
+    assert torch.allclose(gi, torch.einsum("bjl,jlp->bp", z[:, atoms].flatten(2), t[atoms]).abs().reshape(2, 1, size, size))
+
+
+def test_saliency_of_the_real_decoder_matches_finite_differences(tiny_config):
+    bb = SSCVAE(tiny_config()).double().eval()
+    z = _sparse_codes(b=2, k=16, s=2, density=0.5)
+    v = torch.randn_like(z)
+    atoms = [3, 7]
+    sal = edited_atom_saliency(bb.decode_codes, z, atoms, v)
+    mask = torch.zeros_like(z)
+    mask[:, atoms] = 1.0
+    eps = 1e-6
+    with torch.no_grad():
+        fd = (bb.decode_codes(z + eps * v * mask) - bb.decode_codes(z - eps * v * mask)) / (2 * eps)
+    assert sal.shape == (2, 1, 16, 16)
+    assert torch.isfinite(sal).all() and (sal >= 0).all()
+    assert torch.allclose(sal, fd.abs(), atol=1e-6)
+    # edited atoms that do not move have no influence: the map is exactly zero
+    still = directional_saliency(bb.decode_codes, z, torch.zeros_like(z))
+    assert torch.all(still == 0)
+
+
+def test_bounds_are_cached_in_the_run_folder_and_invalidated_by_new_weights(tmp_path, tiny_config, monkeypatch):
+    model = SimpleNamespace(backbone=SSCVAE(tiny_config()).eval())
+    (tmp_path / "model.safetensors").write_bytes(b"weights v1")
+    run = SimpleNamespace(run_dir=tmp_path, model=model)
+    images = torch.rand(5, 1, 16, 16)
+    ids = ["A", "A", "B", "C", "C"]
+    first = run_atom_bounds(run, images, ids, percentile=99.0)
+    assert (tmp_path / editing.BOUNDS_NAME).exists()
+    expect = bounds_from_codes(editing.collect_codes(model.backbone, images), 99.0)
+    assert first == expect
+
+    def boom(*a, **k):
+        raise AssertionError("recomputed despite a valid cache")
+
+    monkeypatch.setattr(editing, "collect_codes", boom)
+    assert run_atom_bounds(run, images, ids, percentile=99.0) == first
+    (tmp_path / "model.safetensors").write_bytes(b"weights v2")
+    with pytest.raises(AssertionError, match="recomputed"):
+        run_atom_bounds(run, images, ids, percentile=99.0)
+
+
+def test_verification_summary_on_synthetic_judged_responses():
+    from attri_ssc.evaluation.verification import summarise
+
+    alphas = np.array([-1.0, -0.5, 0.0, 0.5, 1.0])
+    offsets = np.array([[10.0], [12.0], [8.0]])
+    resp = {
+        "lv_volume": offsets + 2.0 * alphas,          # slope 2 → 1 in σ units
+        "myo_volume": offsets / 2 - 0.5 * alphas,     # slope −0.5 → 0.5
+        "wall_thickness": 3.0 + 0.1 * alphas + 0 * offsets,  # slope 0.1 → 0.2
+        "predicted": np.tile(alphas, (3, 1)),
+    }
+    resp["lv_volume"][1, 0] = np.nan  # a judge failure is skipped, not fatal
+    scale = {"lv_volume": 2.0, "myo_volume": 1.0, "wall_thickness": 0.5}
+    s = summarise(resp, alphas, "lv_volume", scale)
+    assert s["monotonicity"] == pytest.approx(1.0) and s["monotonicity_pooled"] == pytest.approx(1.0)
+    assert s["leakage_by_attribute"] == pytest.approx({"myo_volume": 0.5, "wall_thickness": 0.2})
+    assert s["leakage"] == pytest.approx(0.5) and s["leakage_all"] == pytest.approx(0.5)
+    assert s["target_change_per_unit_alpha_range"] == pytest.approx(4.0)
+    assert s["judged_valid_fraction"] == pytest.approx(14 / 15)
+    # editing the myocardium: wall thickness is geometrically coupled and left out of the headline
+    m = summarise(resp, alphas, "myo_volume", scale)
+    assert m["monotonicity"] == pytest.approx(-1.0)
+    assert m["leakage"] == pytest.approx(2.0) and m["leakage_all"] == pytest.approx(2.0)
+    assert m["leakage_by_attribute"]["wall_thickness"] == pytest.approx(0.4)
+    # an image whose judged value never changes scores ρ = 0
+    flat = dict(resp, lv_volume=np.full((3, 5), 9.0))
+    assert summarise(flat, alphas, "lv_volume", scale)["monotonicity"] == 0.0
