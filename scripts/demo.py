@@ -60,8 +60,9 @@ def main() -> int:
     step("train attri-ssc", (ssc / "model.json").exists(),
          ["train", "--data", str(data), "--config", "demo-2d", "--out", str(ssc), "--force", *sets(common + quick)])
     one_to_one = runs / "attri_ssc_one_to_one"
-    step("train attri-ssc one-to-one (Table 4)", (one_to_one / "model.json").exists(),
+    step("train attri-ssc one-to-one from Stage II (Table 4)", (one_to_one / "model.json").exists(),
          ["train", "--data", str(data), "--config", "demo-2d", "--out", str(one_to_one), "--force",
+          "--init-from", str(ssc / "checkpoints" / "after_stage2"),
           *sets(common + quick + ["train.one_to_one=true"])])
     for family in BASELINES:
         run = runs / family

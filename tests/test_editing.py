@@ -246,3 +246,11 @@ def test_verification_summary_on_synthetic_judged_responses():
     # an image whose judged value never changes scores ρ = 0
     flat = dict(resp, lv_volume=np.full((3, 5), 9.0))
     assert summarise(flat, alphas, "lv_volume", scale)["monotonicity"] == 0.0
+
+
+def test_exclusive_selection_drops_atoms_other_attributes_use():
+    w = torch.tensor([[3.0, -2.0, 1.0, 0.0], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 5.0]])
+    assert select_atoms(w, 0, 3).atoms == (0, 1, 2)
+    sel = select_atoms(w, 0, 3, exclusive=True)
+    assert sel.atoms == (0, 2) and sel.signs == (1.0, 1.0)
+    assert select_atoms(w, 1, 2, exclusive=True).atoms == ()

@@ -74,7 +74,7 @@ def test_correlations_report_pearson_of_the_held_out_ground_truth(smoke_run, tmp
 def test_verify_edits_writes_json_and_markdown_for_every_rule(smoke_run, tmp_path):
     assert main(["verify-edits", str(smoke_run), "--n-images", "2", "--steps", "3", "--out", str(tmp_path)]) == 0
     rep = json.loads((tmp_path / "edit_verification.json").read_text())
-    assert set(rep["results"]) == {"magnitude", "magnitude+active_only", "literal"}
+    assert set(rep["results"]) == {"magnitude", "magnitude+active_only", "magnitude+exclusive", "literal"}
     assert rep["n_images"] == 2 and rep["alphas"] == [-1.0, 0.0, 1.0]
     for per_attr in rep["results"].values():
         assert set(per_attr) == {"lv_volume", "myo_volume", "wall_thickness"}

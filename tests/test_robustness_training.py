@@ -177,16 +177,20 @@ def test_kill_9_at_a_random_step_then_resume_matches_uninterrupted_run(phantoms,
 
 # The moments of a checkpoint save where a crash hurts most, injected as a real SIGKILL
 # of the training process from inside (os.replace is wrapped): (before or after the
-# rename, regex of the renamed file's new name, whether the source is a temp file).
+# rename, regex of the renamed file's new name, whether the source is a temp file, which
+# save: saves happen at global steps 2, 4, ..., 14, 16 (end of Stage I), 18, ...).
 # Each pattern matches one rename per save.
+WEIGHTS_TMP = ("before", r"^last(\.pending)?\.safetensors$", True)
 KILL_AT = {
-    "weights-written-not-renamed": ("before", r"^last(\.pending)?\.safetensors$", True),
-    "weights-renamed-metadata-not-yet": ("after", r"^last\.safetensors$", False),
-    "metadata-rename": ("before", r"^last\.json$", False),
+    "weights-written-not-renamed": (*WEIGHTS_TMP, 3),
+    "weights-renamed-metadata-not-yet": ("after", r"^last\.safetensors$", False, 3),
+    "metadata-rename": ("before", r"^last\.json$", False, 3),
+    "next-stage-started": (*WEIGHTS_TMP, 9),  # Stage II began after the stage-end checkpoint
 }
-# The checkpoint a resume then starts from: the old one (step 4) while the new one is
-# incomplete, the new one (step 6) once it was completely written.
-RESUMES_FROM = {"weights-written-not-renamed": 4, "weights-renamed-metadata-not-yet": 6, "metadata-rename": 6}
+# The checkpoint a resume then starts from: the old one while the new one is incomplete,
+# the new one once it was completely written.
+RESUMES_FROM = {"weights-written-not-renamed": 4, "weights-renamed-metadata-not-yet": 6, "metadata-rename": 6,
+                "next-stage-started": 16}
 INJECT = r"""
 import os, re, signal, sys
 from pathlib import Path
@@ -213,9 +217,8 @@ sys.exit(main(sys.argv[5:]))
 @pytest.mark.parametrize("moment", sorted(KILL_AT))
 def test_kill_9_during_a_checkpoint_save_never_loses_the_run(phantoms, cache, reference, tmp_path, moment):
     run = tmp_path / "run"
-    when, pattern, from_tmp = KILL_AT[moment]
-    # The third save (global step 6) overwrites the checkpoint of step 4.
-    proc = subprocess.run([sys.executable, "-c", INJECT, when, pattern, str(from_tmp), "3",
+    when, pattern, from_tmp, nth = KILL_AT[moment]
+    proc = subprocess.run([sys.executable, "-c", INJECT, when, pattern, str(from_tmp), str(nth),
                            *_train_args(phantoms, run, cache, long=True)],
                           env=ENV, capture_output=True, text=True, timeout=CLI_TIMEOUT)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
@@ -342,6 +345,11 @@ def test_a_checkpoint_whose_config_does_not_match_names_the_keys(phantoms, finis
     line = _one_line_error(_main(capsys, "evaluate", str(run), "--no-progress"), 5)
     assert "does not match" in line and "mis-shaped keys" in line, line
     assert "dictionary.weight: checkpoint (8, 16) vs model (8, 8)" in line, line
+    # An invalid saved config is a checkpoint problem too (exit 5, not a usage error).
+    record["meta"]["config"]["model"]["n_atoms"] = 1  # invalid (GroupNorm needs a multiple of 4)
+    sidecar.write_text(json.dumps(record))
+    line = _one_line_error(_main(capsys, "evaluate", str(run), "--no-progress"), 5)
+    assert f"{sidecar}: invalid config: model: n_atoms must be divisible" in line, line
     # Resuming with different model settings names the differing keys.
     line = _one_line_error(_main(capsys, "train", "--data", str(phantoms), "--out", str(run), "--resume",
                                 "--set", "model.n_atoms=8", "--set", "train.top_k=2"), 5)
@@ -383,6 +391,14 @@ def test_non_empty_run_folder_needs_resume_or_force(phantoms, finished, tmp_path
     assert after == before and not cache_dir.exists()
     line = _one_line_error(_main(capsys, "train", "--data", str(phantoms), "--out", str(run), "--resume", "--force"), 2)
     assert "exclude each other" in line, line
+
+
+def test_a_split_too_small_for_the_batch_leaves_the_run_folder_empty(phantoms, cache, tmp_path, capsys):
+    run = tmp_path / "run"
+    line = _one_line_error(_main(capsys, *_train_args(phantoms, run, cache, "train.batch_size=64")), 2)
+    assert "too few for batch_size=64" in line, line
+    assert not any(run.iterdir())  # so the corrected command needs no --force
+    assert _main(capsys, *_train_args(phantoms, run, cache)).returncode == 0
 
 
 @pytest.mark.parametrize("overrides, needle", [
@@ -476,11 +492,15 @@ def test_exit_code_5_checkpoint(phantoms, tmp_path):
 @pytest.mark.slow
 def test_exit_code_130_on_interrupt_keeps_a_resumable_run(phantoms, cache, reference, tmp_path):
     run = tmp_path / "run"
+    # A process started in the background inherits an ignored SIGINT (then Ctrl-C does
+    # nothing); give the child the default disposition, as a terminal would.
     proc = subprocess.Popen(_cmd(*_train_args(phantoms, run, cache, long=True)), env=ENV,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         while proc.poll() is None and not (run / "checkpoints" / "last.json").exists():
             time.sleep(0.005)
+        assert proc.poll() is None, "the run ended before the interrupt"
         proc.send_signal(signal.SIGINT)
     finally:
         proc.wait(timeout=CLI_TIMEOUT)

@@ -106,3 +106,20 @@ def test_two_process_torchrun_completes_with_identical_weights(phantom_dir, tmp_
     from attri_ssc.runs import load_run
 
     assert weights_digest(load_run(run).model) == digests[0]
+
+
+def test_init_from_a_stage_boundary_shares_earlier_stages(phantom_dir, tmp_path):
+    base = tmp_path / "base"
+    train(_cfg(tmp_path), phantom_dir, base, progress=False)
+    assert (base / "checkpoints" / "after_stage2.json").exists()
+    fork = tmp_path / "fork"
+    result = train(_cfg(tmp_path, "train.one_to_one=true"), phantom_dir, fork, progress=False,
+                   init_from=base / "checkpoints" / "after_stage2")
+    assert result.completed and result.position.global_step == 18
+    stage_starts = [r["stage"] for r in _records(fork) if r["kind"] == "stage_start"]
+    assert stage_starts == ["stage3"]
+    w_base, w_fork = _weights(base), _weights(fork)
+    assert torch.all(w_fork["model.mapper.support"].sum(1) == 1)
+    # Stage III started from the same Stage II weights: the reference W is the same up to the support.
+    ref_fork = w_fork["model.mapper.reference"]
+    assert torch.equal(ref_fork[ref_fork != 0], w_base["model.mapper.reference"][ref_fork != 0])

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from attri_ssc.config import ExperimentConfig
-from attri_ssc.errors import CheckpointError
+from attri_ssc.errors import CheckpointError, ConfigError
 
 
 @dataclass
@@ -46,6 +46,8 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> LoadedR
         names = tuple(meta["attribute_names"])
     except KeyError as exc:
         raise CheckpointError(f"{run_dir / 'model.json'}: missing field {exc}") from exc
+    except ConfigError as exc:  # the saved config itself is invalid: a checkpoint problem
+        raise CheckpointError(f"{run_dir / 'model.json'}: invalid config: {exc}") from exc
     model = FAMILIES[cfg.train.family].build(cfg, len(names))
     try:
         load_model_tensors(model, tensors)

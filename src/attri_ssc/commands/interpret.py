@@ -44,6 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rule", choices=("magnitude", "literal"), default="magnitude",
                    help="magnitude (default, right for signed codes) or literal (A.5 as printed)")
     p.add_argument("--active-only", action="store_true", help="only change locations where the atom is active")
+    p.add_argument("--exclusive", action="store_true", help="leave out atoms other attributes also use")
     p.add_argument("--steps", type=int, default=9, help="α values in [-1, 1], odd (default 9)")
     p.add_argument("--top-k", type=int, default=None, help="atoms to edit (default: the run's train.top_k)")
     p.add_argument("--percentile", type=float, default=99.0, help="robust bound percentile (default 99)")
@@ -181,12 +182,13 @@ def _edit(args: argparse.Namespace) -> int:
     a = attribute_index(run, args.attribute)
     ds, i = resolve_item(bundle, args.case)
     bounds = run_atom_bounds(run, bundle.train.images, bundle.train.case_ids, args.percentile)
-    selection = select_atoms(run.model.mapper.effective_weight(), a, _top_k(run, args.top_k))
+    selection = select_atoms(run.model.mapper.effective_weight(), a, _top_k(run, args.top_k), args.exclusive)
     if not selection.atoms:
-        raise ConfigError(f"attribute {args.attribute!r} has no atom with a non-zero weight in W")
+        raise ConfigError(f"attribute {args.attribute!r} has no atom to edit (non-zero in W"
+                          f"{', used by no other attribute' if args.exclusive else ''})")
     sweep = edit_sweep(run.model, ds[i]["image"], selection, bounds, alphas, args.rule, args.active_only)
     pred = _unscale(bundle, sweep.predicted)[:, a]
-    rule = args.rule + (" (active only)" if args.active_only else "")
+    rule = args.rule + (" (active only)" if args.active_only else "") + (" (exclusive atoms)" if args.exclusive else "")
     edit_strip(ds[i]["image"], sweep.images, alphas.tolist(), args.out, saliency=sweep.saliency,
                title=f"{_label(ds, i)}: {args.attribute} edited via atoms {list(selection.atoms)} ({rule}); "
                      f"model's â {pred[0]:.3g} → {pred[-1]:.3g}")

@@ -18,6 +18,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="override a config value, e.g. --set train.batch_size=8 (repeatable)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--force", action="store_true", help="overwrite an existing run folder")
+    p.add_argument("--init-from", type=Path, default=None, metavar="CHECKPOINT",
+                   help="start from another run's stage-boundary checkpoint, e.g. RUN/checkpoints/after_stage2 "
+                        "(earlier stages count as done)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
@@ -36,7 +39,8 @@ def run(args: argparse.Namespace) -> int:
         cfg = ExperimentConfig.from_dict(apply_overrides(meta["config"], args.overrides))
     else:
         cfg = load_config(args.config, args.overrides)
-    result = train(cfg, args.data, args.out, resume=args.resume, force=args.force, progress=not args.no_progress)
+    result = train(cfg, args.data, args.out, resume=args.resume, force=args.force, progress=not args.no_progress,
+                   init_from=args.init_from)
     state = "finished" if result.completed else f"stopped at global step {result.position.global_step}"
     print(f"training {state}; run folder: {result.run_dir}")
     if result.skipped_batches:

@@ -132,11 +132,18 @@ class EmidecCase:
 
 def _nifti_header(path: Path, case_id: str):
     import nibabel as nib
+    from nibabel.imageglobals import logger as nib_logger
 
+    # nibabel prints the header fixes it makes (zero spacing -> 1 mm, ...) to stderr;
+    # inspect_case reports such headers itself (see _stored_zooms), so keep quiet here.
+    level = nib_logger.level
+    nib_logger.setLevel(logging.ERROR)
     try:
         return nib.load(str(path))
     except Exception as exc:  # nibabel raises many types for unreadable files
         raise DataError(f"case {case_id}: {path}: not a readable NIfTI file ({type(exc).__name__}: {exc})") from None
+    finally:
+        nib_logger.setLevel(level)
 
 
 def load_nifti(path: Path, case_id: str = "") -> tuple[np.ndarray, tuple[float, ...]]:

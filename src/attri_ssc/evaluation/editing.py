@@ -172,21 +172,27 @@ class AtomSelection:
     weights: tuple[float, ...]
 
 
-def select_atoms(weight: Tensor, attribute: int, top_k: int) -> AtomSelection:
+def select_atoms(weight: Tensor, attribute: int, top_k: int, exclusive: bool = False) -> AtomSelection:
     """A.5 step 1: the top-k atoms of row ``attribute`` of W by |W|, ignoring zero entries.
 
     Args:
         weight: the effective mapper weight (|A|, K).
         attribute: row index.
         top_k: k >= 1.
+        exclusive: leave out atoms that another attribute's row also uses (non-zero W),
+            the shared atoms that make edits leak (beyond the paper; may leave none).
     """
     if not 0 <= attribute < weight.shape[0]:
         raise ValueError(f"attribute must be in [0, {weight.shape[0]}), got attribute={attribute}")
     if top_k < 1:
         raise ValueError(f"top_k must be >= 1, got top_k={top_k}")
-    row = weight.detach()[attribute].double().cpu()
+    w = weight.detach().double().cpu()
+    row = w[attribute]
     order = torch.argsort(row.abs(), descending=True, stable=True)
     chosen = [int(j) for j in order[:top_k] if row[j] != 0]
+    if exclusive:
+        others = torch.cat([w[:attribute], w[attribute + 1:]])
+        chosen = [j for j in chosen if not torch.any(others[:, j] != 0)]
     return AtomSelection(
         attribute=int(attribute),
         atoms=tuple(chosen),

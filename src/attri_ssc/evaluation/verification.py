@@ -34,8 +34,29 @@ from attri_ssc.evaluation.judge import measure_batch
 JUDGED: tuple[str, ...] = ("lv_volume", "myo_volume", "wall_thickness")
 #: Pairs that geometry ties together; left out of the headline leakage.
 COUPLED: frozenset[frozenset[str]] = frozenset({frozenset({"myo_volume", "wall_thickness"})})
-#: The (rule, active_only) variants verified by default.
-VARIANTS: tuple[tuple[str, bool], ...] = (("magnitude", False), ("magnitude", True), ("literal", False))
+
+
+@dataclass(frozen=True)
+class EditVariant:
+    """How edits are made: the rule (``magnitude``/``literal``), whether only active locations
+    move, whether atoms shared with other attributes are left out (see :mod:`editing`)."""
+
+    rule: str = "magnitude"
+    active_only: bool = False
+    exclusive: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.rule + ("+active_only" if self.active_only else "") + ("+exclusive" if self.exclusive else "")
+
+
+#: The variants verified by default.
+VARIANTS: tuple[EditVariant, ...] = (
+    EditVariant("magnitude"),
+    EditVariant("magnitude", active_only=True),
+    EditVariant("magnitude", exclusive=True),
+    EditVariant("literal"),
+)
 
 
 @dataclass(frozen=True)
@@ -84,10 +105,6 @@ def held_out_images(dataset, cases: dict, spacing_mm: float, n_images: int) -> t
     return held, scale
 
 
-def variant_name(rule: str, active_only: bool) -> str:
-    return f"{rule}{'+active_only' if active_only else ''}"
-
-
 def _slope(alphas: np.ndarray, values: np.ndarray) -> float:
     ok = np.isfinite(values)
     if ok.sum() < 2:
@@ -113,20 +130,23 @@ def _nanmean(x: Sequence[float]) -> float | None:
 
 
 def judged_responses(model, held_out: HeldOut, attribute: int, bounds: AtomBounds, alphas: torch.Tensor,
-                     spacing_mm: float, top_k: int, rule: str, active_only: bool) -> dict[str, np.ndarray]:
-    """Judge every edit of every held-out image.
+                     spacing_mm: float, top_k: int, variant: EditVariant) -> dict[str, np.ndarray]:
+    """Judge every edit of every held-out image (all NaN when the variant leaves no atom to edit).
 
     Returns:
         name → (N, n_alpha) judged values (NaN where the judge fails) for each of
         :data:`JUDGED`, plus ``predicted`` (N, n_alpha) the model's own â of the target
         (scaled units).
     """
-    selection = select_atoms(model.mapper.effective_weight(), attribute, top_k)
+    selection = select_atoms(model.mapper.effective_weight(), attribute, top_k, variant.exclusive)
     n, m = held_out.images.shape[0], alphas.shape[0]
     out = {name: np.full((n, m), np.nan) for name in JUDGED}
     out["predicted"] = np.full((n, m), np.nan)
+    if not selection.atoms:
+        return out
     for i in range(n):
-        sweep = edit_sweep(model, held_out.images[i], selection, bounds, alphas, rule, active_only, saliency=False)
+        sweep = edit_sweep(model, held_out.images[i], selection, bounds, alphas, variant.rule, variant.active_only,
+                           saliency=False)
         got = measure_batch(sweep.images.clamp(0.0, 1.0), spacing_mm, float(held_out.slice_thickness_mm[i]))
         for name in JUDGED:
             out[name][i] = np.where(got["valid"] > 0, got[name], np.nan)
@@ -140,6 +160,7 @@ def summarise(responses: dict[str, np.ndarray], alphas: np.ndarray, target: str,
     tgt = responses[target]
     centre = int(np.argmin(np.abs(alphas)))
     rho = [_spearman(alphas, row) for row in tgt]
+    finite = np.asarray([r for r in rho if math.isfinite(r)])
     rel = tgt - tgt[:, centre:centre + 1]
     ok = np.isfinite(rel)
     pooled = _spearman(np.broadcast_to(alphas, rel.shape)[ok], rel[ok]) if ok.sum() >= 3 else None
@@ -158,7 +179,7 @@ def summarise(responses: dict[str, np.ndarray], alphas: np.ndarray, target: str,
         "monotonicity": _nanmean(rho),
         "monotonicity_median": float(np.nanmedian(rho)) if np.isfinite(rho).any() else None,
         "monotonicity_pooled": pooled,
-        "fraction_rho_ge_0.9": float(np.mean(np.asarray(rho) >= 0.9)) if rho else None,
+        "fraction_rho_ge_0.9": float(np.mean(finite >= 0.9)) if finite.size else None,
         "leakage": max(headline) if headline else None,
         "leakage_all": max(every) if every else None,
         "leakage_by_attribute": leak,
@@ -171,7 +192,7 @@ def summarise(responses: dict[str, np.ndarray], alphas: np.ndarray, target: str,
 
 def verify_edits(model, held_out: HeldOut, attribute_names: Sequence[str], bounds: AtomBounds, spacing_mm: float,
                  scale: dict[str, float], top_k: int, steps: int = 9,
-                 variants: Sequence[tuple[str, bool]] = VARIANTS,
+                 variants: Sequence[EditVariant] = VARIANTS,
                  attributes: Sequence[str] | None = None) -> dict[str, Any]:
     """Verify edits of every judged attribute under each (rule, active_only) variant.
 
@@ -184,7 +205,7 @@ def verify_edits(model, held_out: HeldOut, attribute_names: Sequence[str], bound
         scale: name → a positive spread (e.g. training-set std) for each of :data:`JUDGED`.
         top_k: atoms edited per attribute.
         steps: α grid size (odd).
-        variants: (rule, active_only) pairs.
+        variants: the :class:`EditVariant` s to verify.
         attributes: which attributes to edit (default: every judged one the model supervises).
     Returns:
         JSON-ready dict: settings and ``results[variant][attribute]`` from :func:`summarise`.
@@ -195,15 +216,15 @@ def verify_edits(model, held_out: HeldOut, attribute_names: Sequence[str], bound
         raise ValueError(f"no judged attribute among {names}; the judge measures {list(JUDGED)}")
     alphas = alpha_grid(steps)
     results: dict[str, Any] = {}
-    for rule, active_only in variants:
+    for variant in variants:
         per_attr = {}
         for target in wanted:
             responses = judged_responses(model, held_out, names.index(target), bounds, alphas, spacing_mm, top_k,
-                                         rule, active_only)
+                                         variant)
             per_attr[target] = summarise(responses, alphas.numpy().astype(np.float64), target, scale)
             per_attr[target]["atoms"] = list(select_atoms(model.mapper.effective_weight(), names.index(target),
-                                                          top_k).atoms)
-        results[variant_name(rule, active_only)] = per_attr
+                                                          top_k, variant.exclusive).atoms)
+        results[variant.name] = per_attr
     return {
         "n_images": int(held_out.images.shape[0]),
         "cases": sorted(set(held_out.case_ids)),
@@ -248,5 +269,5 @@ def verification_markdown(report: dict[str, Any], targets: dict[str, float] | No
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["COUPLED", "HeldOut", "JUDGED", "VARIANTS", "judged_responses", "summarise", "variant_name",
+__all__ = ["COUPLED", "EditVariant", "HeldOut", "JUDGED", "VARIANTS", "held_out_images", "judged_responses", "summarise",
            "verification_markdown", "verify_edits"]

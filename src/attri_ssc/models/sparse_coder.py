@@ -59,21 +59,75 @@ def lista(
 ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
     """Unrolled ISTA from Z = 0 on flattened locations.
 
+    Each step is ``Zᵗ⁺¹ = soft(S Zᵗ + b, θ)`` with ``S = I − DᵀD/L``, ``b = Dᵀe/L`` and
+    ``θ = α/L``, which is ``Zᵗ + (1/L) Dᵀ(e − D Zᵗ)`` regrouped so that S and b are computed
+    once per call and each iteration is one GEMM with the bias fused in. The iterations run
+    on all locations of the batch at once, as ``(K, B·N)`` matrices, in a custom autograd
+    function (:class:`_ListaIterations`) whose backward replays the saved iterates; its
+    gradients equal those of :func:`lista_reference` (plain autograd).
+
+    Under autocast the iterations run in float32 (they are a small share of the model's
+    FLOPs, and repeated thresholding in bf16 drifts).
+
     Args:
         e_flat: features ``(B, C', N)``.
         D: dictionary ``(C', K)``.
         thresholds: lasso weights α (>= 0) broadcastable to ``(B, K, N)``; the step
             thresholds at α/L.
         n_iter: number of iterations T (>= 1).
-        L: step constant, must be >= σ_max(D)² for convergence.
+        L: step constant, must be >= σ_max(D)² for convergence (treated as a constant:
+            no gradient flows into it).
         nonneg: one-sided threshold (non-negative codes).
-        return_history: also return the list of the T iterates Z¹..Z^T.
+        return_history: also return the list of the T iterates Z¹..Z^T (runs
+            :func:`lista_reference`).
 
     Returns:
         Z ``(B, K, N)`` (and the history if asked).
     """
     if n_iter < 1:
         raise ValueError(f"n_iter must be >= 1, got n_iter={n_iter!r}")
+    if return_history:
+        return lista_reference(e_flat, D, thresholds, n_iter, L, nonneg, return_history=True)
+    device_type = e_flat.device.type
+    if torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type):
+        with torch.autocast(device_type, enabled=False):
+            return lista(_to_float32(e_flat), _to_float32(D), _to_float32(thresholds), n_iter,
+                         _to_float32(L), nonneg)
+    b_, c, n = e_flat.shape
+    k = D.shape[1]
+    inv_l = 1.0 / L.detach() if torch.is_tensor(L) else 1.0 / L
+    # e as (C', B·N): every location of the batch is one column (one copy of e).
+    e_cols = e_flat.transpose(0, 1).reshape(c, b_ * n)
+    bias = torch.mm(D.T, e_cols) * inv_l  # b = Dᵀe / L, (K, B·N)
+    step = torch.eye(k, dtype=D.dtype, device=D.device) - torch.mm(D.T, D) * inv_l  # S = I − DᵀD/L
+    theta = torch.as_tensor(thresholds, dtype=bias.dtype, device=bias.device) * inv_l
+    theta = theta.expand(b_, k, n).transpose(0, 1).reshape(k, b_ * n)  # θ = α/L as (K, B·N)
+    if torch.is_grad_enabled() and (step.requires_grad or bias.requires_grad or theta.requires_grad):
+        z, _ = _ListaIterations.apply(step, bias, theta, n_iter, nonneg)
+    else:
+        z = _lista_iterations_nograd(step, bias, theta, n_iter, nonneg)
+    return z.reshape(k, b_, n).transpose(0, 1).contiguous()  # (B, K, N)
+
+
+def lista_reference(
+    e_flat: torch.Tensor,
+    D: torch.Tensor,
+    thresholds: torch.Tensor | float,
+    n_iter: int,
+    L: torch.Tensor | float,
+    nonneg: bool = False,
+    return_history: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
+    """:func:`lista` written with plain autograd ops on ``(B, K, N)`` tensors.
+
+    The oracle of the fused implementation (same arguments and result up to rounding),
+    and the path for ``return_history``. Slower and keeps more intermediates for the
+    backward pass.
+    """
+    if n_iter < 1:
+        raise ValueError(f"n_iter must be >= 1, got n_iter={n_iter!r}")
+    if torch.is_tensor(L):
+        L = L.detach()
     gram = D.T @ D  # (K, K), once per call
     dte = torch.matmul(D.T, e_flat)  # (B, K, N)
     inv_l = 1.0 / L
@@ -87,6 +141,100 @@ def lista(
     if return_history:
         return z, history
     return z
+
+
+def _to_float32(x):
+    return x.float() if torch.is_tensor(x) and x.is_floating_point() else x
+
+
+def _soft_threshold_(v: torch.Tensor, theta: torch.Tensor, neg_theta: torch.Tensor | None,
+                     buf: torch.Tensor, nonneg: bool) -> torch.Tensor:
+    """In-place soft threshold of ``v`` (values identical to :func:`soft_threshold`).
+
+    Signed: ``v − clamp(v, −θ, θ)`` (= sign(v)·max(|v| − θ, 0) exactly in IEEE arithmetic);
+    non-negative: ``max(v − θ, 0)``. ``buf`` is scratch space shaped like ``v``.
+    """
+    if nonneg:
+        return v.sub_(theta).clamp_min_(0.0)
+    torch.clamp(v, min=neg_theta, max=theta, out=buf)
+    return v.sub_(buf)
+
+
+def _lista_iterations_nograd(step: torch.Tensor, bias: torch.Tensor, theta: torch.Tensor, n_iter: int,
+                             nonneg: bool) -> torch.Tensor:
+    """Forward-only iterations on ``(K, M)`` matrices with two ping-pong buffers."""
+    with torch.no_grad():
+        neg_theta = None if nonneg else theta.neg()
+        buf = torch.empty_like(bias)
+        z = _soft_threshold_(bias.clone(), theta, neg_theta, buf, nonneg)
+        nxt = torch.empty_like(bias)
+        for _ in range(n_iter - 1):
+            torch.addmm(bias, step, z, out=nxt)  # S Z + b
+            z, nxt = _soft_threshold_(nxt, theta, neg_theta, buf, nonneg), z
+        return z
+
+
+class _ListaIterations(torch.autograd.Function):
+    """``Z¹ = soft(b, θ)``, ``Zᵗ⁺¹ = soft(S Zᵗ + b, θ)`` on ``(K, M)`` matrices, T steps.
+
+    Forward saves the iterates Z¹..Zᵀ (one preallocated ``(T, K, M)`` block, no other
+    per-iteration allocation). Backward, with gᵗ the gradient reaching Zᵗ:
+
+        gvᵗ = gᵗ ⊙ [Zᵗ ≠ 0]          (the threshold passes v where |v| > θ, i.e. Zᵗ ≠ 0)
+        ∂b += gvᵗ,   ∂θ −= sign(Zᵗ) ⊙ gvᵗ,   ∂S += gvᵗ Zᵗ⁻¹ᵀ,   gᵗ⁻¹ = Sᵀ gvᵗ.
+
+    The masks come from the saved iterates (Zᵗ = 0 exactly where the threshold clipped),
+    so nothing else is stored. Not twice differentiable.
+    """
+
+    @staticmethod
+    def forward(step: torch.Tensor, bias: torch.Tensor, theta: torch.Tensor, n_iter: int,
+                nonneg: bool) -> torch.Tensor:
+        k, m = bias.shape
+        hist = bias.new_empty((n_iter, k, m))
+        buf = torch.empty_like(bias)
+        neg_theta = None if nonneg else theta.neg()
+        hist[0].copy_(bias)
+        _soft_threshold_(hist[0], theta, neg_theta, buf, nonneg)
+        for t in range(1, n_iter):
+            torch.addmm(bias, step, hist[t - 1], out=hist[t])  # S Zᵗ + b
+            _soft_threshold_(hist[t], theta, neg_theta, buf, nonneg)
+        return hist[-1].clone(), hist
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        step, _, _, _, _ = inputs
+        _, hist = output
+        ctx.save_for_backward(step, hist)
+        ctx.mark_non_differentiable(hist)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_z: torch.Tensor, _grad_hist: torch.Tensor | None):
+        step, hist = ctx.saved_tensors
+        need_step, need_bias, need_theta = ctx.needs_input_grad[:3]
+        n_iter = hist.shape[0]
+        g = grad_z.contiguous().clone()  # gradient reaching Zᵗ, updated in place
+        grad_bias = torch.zeros_like(g)
+        grad_theta = torch.zeros_like(g) if need_theta else None
+        grad_step = torch.zeros_like(step) if need_step else None
+        sign = torch.empty_like(g)
+        spare = torch.empty_like(g)
+        step_t = step.T
+        for t in range(n_iter - 1, -1, -1):
+            z_t = hist[t]
+            torch.sign(z_t, out=sign)
+            g.mul_(sign)  # = sign(Zᵗ) ⊙ gᵗ: zero where the threshold clipped
+            if need_theta:
+                grad_theta.sub_(g)
+            g.mul_(sign)  # gvᵗ = gᵗ ⊙ [Zᵗ ≠ 0]
+            grad_bias.add_(g)
+            if t > 0:
+                if need_step:
+                    grad_step.addmm_(g, hist[t - 1].T)
+                torch.mm(step_t, g, out=spare)  # gᵗ⁻¹ = Sᵀ gvᵗ
+                g, spare = spare, g
+        return grad_step, grad_bias if need_bias else None, grad_theta, None, None
 
 
 class Dictionary(nn.Module):

@@ -38,6 +38,8 @@ from attri_ssc.training.state import (load_model_tensors, model_tensors, optimiz
 RUN_ARTIFACTS = ("config.yaml", "metrics.jsonl", "checkpoints", "model.safetensors", "model.json",
                  "summary.json", "split.json")
 CHECKPOINT_NAME = "checkpoints/last"
+# Data settings that may change between a checkpoint and its continuation.
+IRRELEVANT_TO_RESUME = ("cache_dir", "skip_bad_cases")
 FORMAT_VERSION = 1
 
 
@@ -264,7 +266,8 @@ def _spearman(x: np.ndarray, y: np.ndarray) -> float | None:
 
 
 def save_training_state(run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None,
-                        position: Position, cfg: ExperimentConfig, extra: dict[str, Any]) -> None:
+                        position: Position, cfg: ExperimentConfig, extra: dict[str, Any],
+                        name: str = CHECKPOINT_NAME) -> None:
     from attri_ssc.checkpoint import save_checkpoint
 
     tensors = model_tensors(model)
@@ -284,7 +287,7 @@ def save_training_state(run_dir: Path, model: nn.Module, optimizer: torch.optim.
         "rng": rng_meta,
         **extra,
     }
-    save_checkpoint(run_dir / CHECKPOINT_NAME, tensors, meta)
+    save_checkpoint(run_dir / name, tensors, meta)
 
 
 def save_final_model(run_dir: Path, model: nn.Module, cfg: ExperimentConfig, extra: dict[str, Any]) -> None:
@@ -317,11 +320,14 @@ def resolve_device(cfg: ExperimentConfig) -> torch.device:
 
 
 def train(cfg: ExperimentConfig, data_dir: str | Path, run_dir: str | Path, resume: bool = False,
-          force: bool = False, progress: bool = True) -> TrainResult:
+          force: bool = False, progress: bool = True, init_from: str | Path | None = None) -> TrainResult:
     """Train ``cfg`` on the EMIDEC-layout folder ``data_dir`` into ``run_dir``.
 
     With ``resume``, training continues from the run's checkpoint; ``cfg`` must have the
     checkpoint's model and data settings (training options such as ``stop_after`` may differ).
+    ``init_from`` starts a new run from a stage-boundary checkpoint of another run
+    (``OTHER/checkpoints/after_stage2``): stages before it are taken as done, so variants
+    that differ only in later stages (Table 4's one-to-one mapping) share the earlier ones.
     """
     from attri_ssc.checkpoint import load_checkpoint
     from attri_ssc.data.datasets import build_datasets
@@ -338,14 +344,20 @@ def train(cfg: ExperimentConfig, data_dir: str | Path, run_dir: str | Path, resu
     position = Position()
     ckpt_tensors: dict[str, Tensor] = {}
     ckpt_meta: dict[str, Any] = {}
-    if resume:
-        ckpt_tensors, ckpt_meta = load_checkpoint(run_dir / CHECKPOINT_NAME)
+    if resume and init_from is not None:
+        raise ConfigError("--resume and --init-from exclude each other")
+    if resume or init_from is not None:
+        ckpt_tensors, ckpt_meta = load_checkpoint(run_dir / CHECKPOINT_NAME if resume else Path(init_from))
+        if init_from is not None and ckpt_meta["position"]["step_in_stage"] != 0:
+            raise CheckpointError(f"{init_from} is not a stage-boundary checkpoint")
         saved = ckpt_meta["config"]
         for section in ("model", "data"):
             now = getattr(cfg, section).to_dict()
-            diff = sorted(k for k in set(now) | set(saved[section]) if now.get(k) != saved[section].get(k))
+            diff = sorted(k for k in set(now) | set(saved[section])
+                          if k not in IRRELEVANT_TO_RESUME and now.get(k) != saved[section].get(k))
             if diff:
-                raise CheckpointError(f"cannot resume: {section} settings differ from the checkpoint's: {diff}")
+                raise CheckpointError(f"cannot continue from the checkpoint: {section} settings differ from "
+                                      f"the checkpoint's: {diff}")
         position = Position(**ckpt_meta["position"])
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
@@ -357,7 +369,7 @@ def train(cfg: ExperimentConfig, data_dir: str | Path, run_dir: str | Path, resu
     if not info.is_main:
         bundle = build_datasets(data_dir, cfg.data, seed=cfg.train.seed)
     names = tuple(bundle.attribute_names)
-    if resume and ckpt_meta.get("split") and ckpt_meta["split"] != bundle.split:
+    if ckpt_meta.get("split") and ckpt_meta["split"] != bundle.split:
         raise CheckpointError("the data split differs from the one the run was trained on "
                               "(different data folder or data settings?)")
 
@@ -367,15 +379,17 @@ def train(cfg: ExperimentConfig, data_dir: str | Path, run_dir: str | Path, resu
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last if cfg.model.spatial_dims == 2
                          else torch.channels_last_3d)
-    if resume:
+    if ckpt_tensors:
         try:
             load_model_tensors(model, ckpt_tensors)
         except RuntimeError as exc:
             raise CheckpointError(f"checkpoint does not match the model: {exc}") from exc
         restore_rng(ckpt_tensors, ckpt_meta["rng"])
 
+    # Checked before the run folder gets its first file (a too-small split is a ConfigError).
+    schedule = BatchSchedule(bundle.train, cfg.train.batch_size, cfg.train.seed, info)
     run_extra = {"attribute_names": list(names), "scaler": bundle.scaler.to_dict(), "split": bundle.split,
-                 "data_dir": str(data_dir)}
+                 "data_dir": str(data_dir), "init_from": str(init_from) if init_from is not None else None}
     if info.is_main:
         write_text(run_dir / "config.yaml", dump_yaml(cfg))
         write_json(run_dir / "split.json", bundle.split)
@@ -383,7 +397,6 @@ def train(cfg: ExperimentConfig, data_dir: str | Path, run_dir: str | Path, resu
                      if resume and position.step_in_stage == 0 and position.stage < len(cfg.stages) else None)
     log = MetricsLog(run_dir / "metrics.jsonl", info.is_main, keep_until_step=position.global_step if resume else None,
                      restart_stage=restart_stage)
-    schedule = BatchSchedule(bundle.train, cfg.train.batch_size, cfg.train.seed, info)
     autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if cfg.train.precision == "bf16"
                 else nullcontext())
     last_val: dict[str, Any] = {}
@@ -397,7 +410,10 @@ def train(cfg: ExperimentConfig, data_dir: str | Path, run_dir: str | Path, resu
             facts = start_stage(model, stage, cfg, bundle.train, device, info)
             log.write({"kind": "stage_start", "stage": stage.name, "global_step": position.global_step, **facts})
         groups = family.trainable_groups(model, stage, cfg)
-        optimizer = torch.optim.Adam(groups)
+        # Fused Adam: one kernel over all parameters; the default per-tensor loop on CPU took
+        # 1.5 s per step on the paper 2D preset (56.5M parameters) against 0.14 s fused
+        # (bench/bench_train_step.py, docs/performance.md).
+        optimizer = torch.optim.Adam(groups, fused=device.type in ("cpu", "cuda"))
         if resuming_mid_stage and ckpt_meta.get("optimizer"):
             optimizer_from_flat(optimizer, ckpt_tensors, ckpt_meta["optimizer"])
         wrapped: nn.Module = model
@@ -472,8 +488,9 @@ def train(cfg: ExperimentConfig, data_dir: str | Path, run_dir: str | Path, resu
         if info.is_main:
             last_val = validate(model, family, bundle.val, cfg, stage, device, names)
             log.write({"kind": "val", "stage": stage.name, "global_step": position.global_step, **last_val})
-            save_training_state(run_dir, model, None, Position(stage_index + 1, 0, position.global_step), cfg,
-                                run_extra)
+            boundary = Position(stage_index + 1, 0, position.global_step)
+            save_training_state(run_dir, model, None, boundary, cfg, run_extra)
+            save_training_state(run_dir, model, None, boundary, cfg, run_extra, name=f"checkpoints/after_{stage.name}")
         dist_utils.barrier(info)
         position = Position(stage_index + 1, 0, position.global_step)
         if cfg.train.stop_after and position.global_step >= cfg.train.stop_after and stage_index + 1 < len(cfg.stages):
