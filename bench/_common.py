@@ -60,33 +60,86 @@ def sync(device: torch.device | str = "cpu") -> None:
         torch.cuda.synchronize()
 
 
-def timed(fn: Callable[[], Any], device: torch.device | str = "cpu") -> float:
-    """Seconds one call of ``fn`` takes (synchronised on CUDA)."""
+def cpu_seconds() -> float:
+    """User + system CPU time of this process so far (all threads)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def measure(fn: Callable[[], Any], device: torch.device | str = "cpu") -> tuple[float, float]:
+    """(wall seconds, process CPU seconds) of one call of ``fn`` (synchronised on CUDA).
+
+    On a shared machine the wall time includes waiting for a core; with one thread the
+    CPU time does not, so it is the steadier figure (with several threads it also counts
+    threads spinning at barriers).
+    """
     sync(device)
-    start = time.perf_counter()
+    c0, w0 = cpu_seconds(), time.perf_counter()
     fn()
     sync(device)
-    return time.perf_counter() - start
+    return time.perf_counter() - w0, cpu_seconds() - c0
+
+
+def timed(fn: Callable[[], Any], device: torch.device | str = "cpu") -> float:
+    """Wall seconds one call of ``fn`` takes (synchronised on CUDA)."""
+    return measure(fn, device)[0]
+
+
+class Timings:
+    """Per-name lists of wall and CPU seconds, one entry per round."""
+
+    def __init__(self, names) -> None:
+        self.wall: dict[str, list[float]] = {n: [] for n in names}
+        self.cpu: dict[str, list[float]] = {n: [] for n in names}
+
+    def add(self, name: str, wall_cpu: tuple[float, float]) -> None:
+        self.wall[name].append(float(wall_cpu[0]))
+        self.cpu[name].append(float(wall_cpu[1]))
+
+    def __getitem__(self, name: str) -> list[float]:
+        return self.wall[name]
+
+    def ratio(self, num: str, den: str, clock: str = "wall", scale: float = 1.0) -> list[float]:
+        """Per-round ``scale * t[num] / t[den]`` on the chosen clock."""
+        t = self.wall if clock == "wall" else self.cpu
+        return [scale * a / b for a, b in zip(t[num], t[den])]
 
 
 def interleaved(fns: dict[str, Callable[[], Any]], rounds: int, warmup: int = 1,
-                device: torch.device | str = "cpu") -> dict[str, list[float]]:
+                device: torch.device | str = "cpu", self_timed: tuple[str, ...] = ()) -> Timings:
     """Run every function ``warmup`` times, then ``rounds`` rounds of one call each, in order.
 
-    Returns per-name lists of seconds (one per round), so ratios can be formed per round.
+    Returns :class:`Timings` (one wall and one CPU time per round and name), so ratios can
+    be formed per round. Functions named in ``self_timed`` return their own
+    ``(wall, cpu)`` seconds (e.g. :func:`skeleton_seconds`), recorded instead.
     """
     for _ in range(warmup):
         for fn in fns.values():
             fn()
-    times: dict[str, list[float]] = {name: [] for name in fns}
+    times = Timings(fns)
     for _ in range(rounds):
         for name, fn in fns.items():
-            times[name].append(timed(fn, device))
+            times.add(name, fn() if name in self_timed else measure(fn, device))
     return times
 
 
 def median(xs: list[float]) -> float:
     return float(statistics.median(xs))
+
+
+def summary(times: "Timings", name: str) -> dict[str, Any]:
+    """ms (median wall), its [min, max], and cpu_ms (median process CPU time)."""
+    return {"ms": round(1e3 * median(times.wall[name]), 2),
+            "ms_range": [round(1e3 * x, 2) for x in spread(times.wall[name])],
+            "cpu_ms": round(1e3 * median(times.cpu[name]), 2)}
+
+
+def ratio_summary(times: "Timings", num: str, den: str, key: str, scale: float = 1.0) -> dict[str, Any]:
+    """``key`` (median per-round wall ratio), its range, and ``key_cpu`` (same on CPU time)."""
+    wall = times.ratio(num, den, "wall", scale)
+    cpu = times.ratio(num, den, "cpu", scale)
+    return {key: round(median(wall), 3), f"{key}_range": [round(min(wall), 3), round(max(wall), 3)],
+            f"{key}_cpu": round(median(cpu), 3)}
 
 
 def spread(xs: list[float]) -> list[float]:
@@ -199,9 +252,14 @@ def conv_skeleton(shapes: Counter, device: str = "cpu", dtype: torch.dtype = tor
     return out
 
 
-def skeleton_seconds(skeleton: list[tuple[Callable[[], Any], int, int]], device: str = "cpu") -> float:
-    """Time of the model's convolutions run alone: Σ count × (one timed call per shape)."""
-    return sum(count * timed(fn, device) for fn, _, count in skeleton)
+def skeleton_seconds(skeleton: list[tuple[Callable[[], Any], int, int]], device: str = "cpu"
+                     ) -> tuple[float, float]:
+    """(wall, CPU) seconds of the model's convolutions run alone: Σ count × (one call per shape)."""
+    wall = cpu = 0.0
+    for fn, _, count in skeleton:
+        w, c = measure(fn, device)
+        wall, cpu = wall + count * w, cpu + count * c
+    return wall, cpu
 
 
 def skeleton_flops(skeleton: list[tuple[Callable[[], Any], int, int]]) -> int:

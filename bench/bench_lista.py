@@ -62,34 +62,31 @@ def bench_lista(rounds: int, b: int = 4, c: int = 256, k: int = 512, side: int =
     fns = {"gemm_nn": gemms["nn"][0], "gemm_nt": gemms["nt"][0], "gemm_tn": gemms["tn"][0],
            "gemm_skeleton": gemm_skeleton, "lista_fused": fused, "lista_reference": reference}
     times = C.interleaved(fns, rounds, warmup=1)
-    gemm_rate = [iter_flops / s for s in times["gemm_skeleton"]]
     for name in ("nn", "nt", "tn"):
-        C.emit({"bench": "gemm", "layout": name, "shape": [k, k, m],
-                "gflops": round(gemms[name][1] / C.median(times[f"gemm_{name}"]) / 1e9, 2),
-                "ms": round(1e3 * C.median(times[f"gemm_{name}"]), 3)})
+        key = f"gemm_{name}"
+        C.emit({"bench": "gemm", "layout": name, "shape": [k, k, m], **C.summary(times, key),
+                "gflops": round(gemms[name][1] / C.median(times.wall[key]) / 1e9, 2),
+                "gflops_cpu": round(gemms[name][1] / C.median(times.cpu[key]) / 1e9, 2)})
     C.emit({"bench": "gemm", "layout": "lista_mix", "shape": [k, k, m], "what": "(T-1) x (nn, nt, tn)",
-            "gflops": round(C.median(gemm_rate) / 1e9, 2), "ms": round(1e3 * C.median(times["gemm_skeleton"]), 2),
-            "ms_range": [round(1e3 * x, 2) for x in C.spread(times["gemm_skeleton"])]})
+            **C.summary(times, "gemm_skeleton"),
+            "gflops": round(iter_flops / C.median(times.wall["gemm_skeleton"]) / 1e9, 2),
+            "gflops_cpu": round(iter_flops / C.median(times.cpu["gemm_skeleton"]) / 1e9, 2)})
     for name in ("lista_fused", "lista_reference"):
-        ts = times[name]
-        ratios = [g / s for g, s in zip(times["gemm_skeleton"], ts)]  # per-round rate ratio
         C.emit({"bench": "lista", "impl": name.split("_")[1], "B": b, "C": c, "K": k, "N": n, "T": t,
-                "dtype": "float32", "pass": "forward+backward", "ms": round(1e3 * C.median(ts), 2),
-                "ms_range": [round(1e3 * x, 2) for x in C.spread(ts)],
+                "dtype": "float32", "pass": "forward+backward", **C.summary(times, name),
                 "iteration_gflop": round(iter_flops / 1e9, 3), "counted_gflop": round(counted / 1e9, 3),
-                "gflops_on_iterations": round(iter_flops / C.median(ts) / 1e9, 2),
-                "ratio_to_gemm": round(C.median(ratios), 3), "target": 0.70,
-                "ratio_range": [round(min(ratios), 3), round(max(ratios), 3)], "code_density": round(density, 3),
-                "rounds": rounds})
-    f, r = C.median(times["lista_fused"]), C.median(times["lista_reference"])
-    C.emit({"bench": "lista", "impl": "speedup", "what": "reference (plain autograd) ms / fused ms",
-            "speedup": round(r / f, 2)})
+                "gflops_on_iterations": round(iter_flops / C.median(times.wall[name]) / 1e9, 2),
+                # per round: (time of the iterations' GEMMs alone) / (time of LISTA) = rate ratio
+                **C.ratio_summary(times, "gemm_skeleton", name, "ratio_to_gemm"), "target": 0.70,
+                "code_density": round(density, 3), "rounds": rounds})
+    C.emit({"bench": "lista", "impl": "speedup", "what": "reference (plain autograd) / fused",
+            **C.ratio_summary(times, "lista_reference", "lista_fused", "speedup")})
 
 
 def bench_threshold_net(rounds: int, b: int = 4, side: int = 16) -> None:
     torch.manual_seed(0)
     cfg = preset("paper", spatial_dims=2, input_size=8 * side)
-    results = {}
+    results: dict[str, C.Timings] = {}
     ref_fn, ref_flops = C.reference_conv(2)
     for fmt in ("contiguous", "channels_last"):
         net = ThresholdNet(cfg)
@@ -109,24 +106,23 @@ def bench_threshold_net(rounds: int, b: int = 4, side: int = 16) -> None:
         skeleton = C.conv_skeleton(shapes)
         flops = C.count_flops(step)
         times = C.interleaved({"ref": ref_fn, "net": step,
-                               "skeleton": lambda s=skeleton: C.skeleton_seconds(s)}, rounds, warmup=1)
-        ref_rate = [ref_flops / s for s in times["ref"]]
-        net_rate = [flops / s for s in times["net"]]
-        conv_share = C.skeleton_flops(skeleton) / flops
-        results[fmt] = C.median(times["net"])
+                               "skeleton": lambda s=skeleton: C.skeleton_seconds(s)}, rounds, warmup=1,
+                              self_timed=("skeleton",))
+        results[fmt] = times
         C.emit({"bench": "threshold_net", "format": fmt, "B": b, "C": cfg.latent_channels, "K": cfg.n_atoms,
-                "spatial": [side, side], "pass": "forward+backward", "ms": round(1e3 * C.median(times["net"]), 1),
-                "ms_range": [round(1e3 * x, 1) for x in C.spread(times["net"])],
-                "gflop": round(flops / 1e9, 2), "gflops": round(C.median(net_rate) / 1e9, 2),
-                "conv_flop_share": round(conv_share, 4),
-                "reference_conv_gflops": round(C.median(ref_rate) / 1e9, 2),
-                "ratio_to_reference_conv": round(C.median([a / r for a, r in zip(net_rate, ref_rate)]), 3),
-                # time its convolutions take run alone / its time: the share of the time at conv rate
-                "ratio_to_own_convs_alone": round(C.median([s / n for s, n in zip(times["skeleton"], times["net"])]),
-                                                  3),
+                "spatial": [side, side], "pass": "forward+backward", **C.summary(times, "net"),
+                "gflop": round(flops / 1e9, 2), "gflops": round(flops / C.median(times.wall["net"]) / 1e9, 2),
+                "conv_flop_share": round(C.skeleton_flops(skeleton) / flops, 4),
+                "reference_conv_gflops": round(ref_flops / C.median(times.wall["ref"]) / 1e9, 2),
+                # achieved rate / reference conv rate, per round
+                **C.ratio_summary(times, "ref", "net", "ratio_to_reference_conv", scale=flops / ref_flops),
+                # its convolutions run alone / the net: the share of its time spent at conv speed
+                **C.ratio_summary(times, "skeleton", "net", "ratio_to_own_convs_alone"),
                 "rounds": rounds})
+    cont, cl = results["contiguous"], results["channels_last"]
     C.emit({"bench": "threshold_net", "format": "speedup", "what": "contiguous ms / channels_last ms",
-            "speedup": round(results["contiguous"] / results["channels_last"], 2)})
+            "speedup": round(C.median(cont.wall["net"]) / C.median(cl.wall["net"]), 2),
+            "speedup_cpu": round(C.median(cont.cpu["net"]) / C.median(cl.cpu["net"]), 2)})
 
 
 def main() -> None:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import time
 from contextlib import nullcontext
 
@@ -106,7 +107,7 @@ class Step:
 
     def __call__(self) -> None:
         t0 = time.perf_counter()
-        with self.autocast:
+        with self.autocast:  # as in trainer.train, phase by phase
             out = self.model(self.batch["image"])
             terms = self.family.loss_terms(self.model, out, self.batch, self.stage, self.cfg)
         total = sum(terms.values())
@@ -163,34 +164,31 @@ def bench_step(args) -> None:
         ref_fn, ref_flops = C.reference_conv(mcfg.spatial_dims, device=args.device)
         fns["skeleton"] = lambda: C.skeleton_seconds(skeleton, device=args.device)
         fns["reference"] = ref_fn
-    times = C.interleaved(fns, args.rounds, warmup=0, device=device)
-    step_s = C.median(times["step"])
+    times = C.interleaved(fns, args.rounds, warmup=0, device=device, self_timed=("skeleton",))
+    step_s = C.median(times.wall["step"])
     record = {"bench": "train_step", "preset": args.preset, "variant": args.variant, "adam": adam,
               "input": [batch, mcfg.in_channels, *mcfg.input_shape], "device": device.type,
               "precision": args.precision, "channels_last": args.channels_last, "params_m": round(n_params / 1e6, 2),
               "ms_per_step": round(1e3 * step_s, 1),
-              "ms_range": [round(1e3 * x, 1) for x in C.spread(times["step"])],
+              "ms_range": [round(1e3 * x, 1) for x in C.spread(times.wall["step"])],
+              "cpu_ms_per_step": round(1e3 * C.median(times.cpu["step"]), 1),
               "samples_per_s": round(batch / step_s, 3),
               "phases_ms": {k: round(1e3 * C.median(v), 1) for k, v in step.phases.items() if v},
               "first_step_ms": round(1e3 * first, 1), "warmup_counted_s": round(warmup_s, 1),
               "gflop_per_step": round(flops / 1e9, 2), "conv_flop_share": round(conv_flops / flops, 4),
               "gflops": round(flops / step_s / 1e9, 2),
               "peak_rss_mib": round(peak_rss, 1), "rss_before_first_step_mib": round(rss_before, 1),
-              "rounds": args.rounds}
+              "rounds": args.rounds, "thp_mem_alloc": os.environ.get("THP_MEM_ALLOC_ENABLE", "0")}
     if peak_gpu is not None:
         record["peak_gpu_mib"] = round(peak_gpu, 1)
     if skeleton:
         sk_flops = C.skeleton_flops(skeleton)
-        model_rate = [sk_flops / s for s in times["skeleton"]]
-        ref_rate = [ref_flops / s for s in times["reference"]]
-        achieved = [flops / s for s in times["step"]]
         record.update({
-            "conv_gflops_model_shapes": round(C.median(model_rate) / 1e9, 2),
-            "conv_gflops_reference": round(C.median(ref_rate) / 1e9, 2),
-            "ratio_to_conv": round(C.median([a / r for a, r in zip(achieved, model_rate)]), 3),
-            "ratio_to_conv_range": [round(min(a / r for a, r in zip(achieved, model_rate)), 3),
-                                    round(max(a / r for a, r in zip(achieved, model_rate)), 3)],
-            "ratio_to_reference_conv": round(C.median([a / r for a, r in zip(achieved, ref_rate)]), 3),
+            "conv_gflops_model_shapes": round(sk_flops / C.median(times.wall["skeleton"]) / 1e9, 2),
+            "conv_gflops_reference": round(ref_flops / C.median(times.wall["reference"]) / 1e9, 2),
+            # achieved FLOP/s / the conv rate at the model's own shapes, per round
+            **C.ratio_summary(times, "skeleton", "step", "ratio_to_conv", scale=flops / sk_flops),
+            **C.ratio_summary(times, "reference", "step", "ratio_to_reference_conv", scale=flops / ref_flops),
             "target": 0.60 if args.preset == "paper2d" else None,
         })
     C.emit(record)
@@ -212,7 +210,8 @@ def compare_adam(step: Step, rounds: int) -> None:
         for p, s in zip(step.params, saved):
             p.copy_(s)
     C.emit({"bench": "adam_step", "params_m": round(sum(p.numel() for p in step.params) / 1e6, 2),
-            **{f"{k}_ms": round(1e3 * C.median(v), 1) for k, v in times.items()}})
+            **{f"{k}_ms": round(1e3 * C.median(v), 1) for k, v in times.wall.items()},
+            **{f"{k}_cpu_ms": round(1e3 * C.median(v), 1) for k, v in times.cpu.items()}})
 
 
 def memory_model(args) -> None:

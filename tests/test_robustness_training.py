@@ -12,6 +12,10 @@
 * preflight errors (unwritable or non-empty run folder, invalid config values) exit with
   the documented code before any data is read or any file written;
 * one subprocess test per documented exit code (0, 2, 3, 4, 5, 130).
+
+Most checks call ``attri_ssc.cli.main`` in this process (the same code path, without
+seconds of interpreter start-up each); the kill tests and the exit-code tests use
+subprocesses. Tests that train in a subprocess more than once are marked slow.
 """
 
 from __future__ import annotations

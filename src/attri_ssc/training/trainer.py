@@ -200,7 +200,7 @@ def start_stage(model: nn.Module, stage: StageSpec, cfg: ExperimentConfig, train
     if stage.init_mapper:
         features, attributes = collect_usage_features(model, train_set, device, cfg.train.batch_size, info)
         mapper.fit_least_squares(features.to(device), attributes.to(device), cfg.train.ridge)
-        facts["w0_abs_max"] = float(mapper.weight.abs().max())
+        facts["w0_abs_max"] = float(mapper.weight.detach().abs().max())
         facts["w0_fit_r2"] = _r2(features.to(device) @ mapper.weight.t(), attributes.to(device))
     if stage.freeze_support:
         mapper.freeze_support(cfg.train.top_k if not cfg.train.one_to_one else 1, cfg.train.one_to_one)
