@@ -53,6 +53,12 @@ def test_ssc_loss_terms_match_definitions(tiny_config, mode):
     sparsity = (weight * np.abs(n(out.codes))).sum() / (b * locs * c)
     assert value["latent_sparsity"] == pytest.approx(sparsity, rel=1e-12)
 
+    # Eqs. 2-3 literally: per-sample sums averaged over the batch.
+    summed = ssc_loss_terms(x, out, cfg.replace(loss_reduction="sum", sparsity_weight=2.0))
+    assert float(summed["recon"]) == pytest.approx(((n(out.recon) - n(x)) ** 2).sum() / b, rel=1e-12)
+    assert float(summed["latent_fit"]) == pytest.approx(fit * locs * c, rel=1e-12)
+    assert float(summed["latent_sparsity"]) == pytest.approx(2.0 * sparsity * locs * c, rel=1e-12)
+
     terms["latent_sparsity"].backward()
     grad_alpha = out.thresholds.grad
     if mode == "learned":  # Eq. 3 literally: the penalty pulls α down

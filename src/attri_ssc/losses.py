@@ -40,8 +40,13 @@ def ssc_loss_terms(x: torch.Tensor, out: SSCOutput, config: ModelConfig) -> dict
         ``{'recon': MSE(x̂, x), 'latent_fit': MSE(DZ, e), 'latent_sparsity': ...}``,
         scalar tensors; L_SSC is their sum.
     """
-    recon = F.mse_loss(out.recon, x)
-    latent_fit = F.mse_loss(out.coded, out.features)
+    if config.loss_reduction == "sum":  # Eqs. 2-3 literally: per-sample squared norms
+        batch = x.shape[0]
+        recon = (out.recon - x).square().sum() / batch
+        latent_fit = (out.coded - out.features).square().sum() / batch
+    else:
+        recon = F.mse_loss(out.recon, x)
+        latent_fit = F.mse_loss(out.coded, out.features)
     return {
         "recon": recon,
         "latent_fit": latent_fit,
@@ -50,9 +55,10 @@ def ssc_loss_terms(x: torch.Tensor, out: SSCOutput, config: ModelConfig) -> dict
 
 
 def latent_sparsity(out: SSCOutput, config: ModelConfig) -> torch.Tensor:
-    """Σ w |Z| / (B N C') with w chosen by ``config.alpha_penalty`` (module docstring)."""
+    """``sparsity_weight`` · Σ w |Z| / (B N C') with w chosen by ``config.alpha_penalty`` (module docstring)."""
     abs_codes = out.codes.abs()
-    n_entries = out.features.numel()  # B * C' * N
+    # mean: divide by B * C' * N (like latent_fit); sum: by B only (Eq. 3 per sample).
+    n_entries = out.features.numel() if config.loss_reduction == "mean" else out.features.shape[0]
     mode = config.alpha_penalty
     if mode == "detached":
         total = (out.thresholds.detach() * abs_codes).sum()
@@ -62,7 +68,7 @@ def latent_sparsity(out: SSCOutput, config: ModelConfig) -> torch.Tensor:
         total = config.sparsity_lambda * abs_codes.sum()
     else:  # pragma: no cover - ModelConfig validates
         raise ValueError(f"unknown alpha_penalty={mode!r}")
-    return total / n_entries
+    return config.sparsity_weight * total / n_entries
 
 
 def attribute_regularization_loss(

@@ -51,6 +51,12 @@ class ModelConfig:
             ``learned``: Eq. 3 literally, alpha+ * |Z| with gradient into alpha;
             ``global``: ``sparsity_lambda`` * |Z|.
         sparsity_lambda: the global lambda for ``alpha_penalty='global'``.
+        loss_reduction: how L_recon and L_latent reduce over pixels and latent entries:
+            ``mean`` (per-entry means) or ``sum`` (Eqs. 2–3 literally: squared norms and
+            ℓ1 sums per sample, averaged over the batch). The choice sets how strongly the
+            attribute terms (γ L_AR, mean-reduced) weigh against L_SSC.
+        sparsity_weight: multiplier of the whole sparsity term of L_latent (>= 0; 1 is
+            Eq. 3). Raising it trades reconstruction for sparser codes.
         latent_norm: normalisation of e at the encoder output: ``batch`` (BatchNorm
             without affine parameters, so the encoder cannot shrink e and Z together) or
             ``none``.
@@ -74,6 +80,8 @@ class ModelConfig:
     cbam_kernel: int = 7
     alpha_penalty: str = "detached"
     sparsity_lambda: float = 0.1
+    sparsity_weight: float = 1.0
+    loss_reduction: str = "mean"
     latent_norm: str = "batch"
     lipschitz_margin: float = 1.001
     input_size: int | tuple[int, ...] = 64
@@ -136,6 +144,10 @@ class ModelConfig:
             raise ValueError(f"latent_norm must be one of {LATENT_NORMS}, got latent_norm={self.latent_norm!r}")
         if not (float(self.sparsity_lambda) >= 0.0):
             raise ValueError(f"sparsity_lambda must be >= 0, got sparsity_lambda={self.sparsity_lambda!r}")
+        if self.loss_reduction not in ("mean", "sum"):
+            raise ValueError(f"loss_reduction must be 'mean' or 'sum', got loss_reduction={self.loss_reduction!r}")
+        if not (float(self.sparsity_weight) >= 0.0):
+            raise ValueError(f"sparsity_weight must be >= 0, got sparsity_weight={self.sparsity_weight!r}")
         if not (float(self.lipschitz_margin) >= 1.0):
             raise ValueError(f"lipschitz_margin must be >= 1, got lipschitz_margin={self.lipschitz_margin!r}")
         if not isinstance(self.nonneg_codes, bool):

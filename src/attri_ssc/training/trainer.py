@@ -201,7 +201,7 @@ def start_stage(model: nn.Module, stage: StageSpec, cfg: ExperimentConfig, train
         features, attributes = collect_usage_features(model, train_set, device, cfg.train.batch_size, info)
         mapper.fit_least_squares(features.to(device), attributes.to(device), cfg.train.ridge)
         facts["w0_abs_max"] = float(mapper.weight.detach().abs().max())
-        facts["w0_fit_r2"] = _r2(features.to(device) @ mapper.weight.t(), attributes.to(device))
+        facts["w0_fit_r2"] = _r2(features.to(device) @ mapper.weight.detach().t(), attributes.to(device))
     if stage.freeze_support:
         mapper.freeze_support(cfg.train.top_k if not cfg.train.one_to_one else 1, cfg.train.one_to_one)
         facts["support"] = {str(m): mapper.atoms_of(m) for m in range(mapper.n_attributes)}
@@ -410,9 +410,9 @@ def train(cfg: ExperimentConfig, data_dir: str | Path, run_dir: str | Path, resu
             facts = start_stage(model, stage, cfg, bundle.train, device, info)
             log.write({"kind": "stage_start", "stage": stage.name, "global_step": position.global_step, **facts})
         groups = family.trainable_groups(model, stage, cfg)
-        # Fused Adam: one kernel over all parameters; the default per-tensor loop on CPU took
-        # 1.5 s per step on the paper 2D preset (56.5M parameters) against 0.14 s fused
-        # (bench/bench_train_step.py, docs/performance.md).
+        # Fused Adam: one kernel over all parameters. torch's CPU default (a per-tensor loop)
+        # took 0.3-2.6 s per step on the paper 2D preset (56.5M parameters) on the shared
+        # 2-core machine, fused 0.04-0.06 s (docs/performance.md).
         optimizer = torch.optim.Adam(groups, fused=device.type in ("cpu", "cuda"))
         if resuming_mid_stage and ckpt_meta.get("optimizer"):
             optimizer_from_flat(optimizer, ckpt_tensors, ckpt_meta["optimizer"])
