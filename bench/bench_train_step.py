@@ -14,8 +14,8 @@ loss terms (Stage II: L_SSC + γ L_AR + L_GS, so every term and the mapper are l
   its own shapes (the time the step would take if it were only its convolutions at the
   machine's speed for those shapes). ``ratio_to_conv`` is achieved / model-shape rate
   (target >= 0.60 for ``paper2d``);
-* peak RSS (process high-water mark after the first steps) and the RSS before the
-  first step (model and optimiser built); on CUDA, peak allocated memory.
+* peak RSS (process high-water mark after the warm-up step, which creates Adam's state)
+  and the RSS before it (model and batch built); on CUDA, peak allocated memory.
 
 Presets: ``paper2d`` (4×1×128×128), ``small`` (4×1×64×64), ``paper3d`` (1×1×S³,
 ``--size 64`` or ``80``). ``--variant before`` runs the implementation before issue 9
@@ -144,16 +144,15 @@ def bench_step(args) -> None:
 
     counter = FlopCounterMode(display=False)
     t0 = time.perf_counter()
-    with counter:  # the warm-up step doubles as the FLOP count (forward + backward)
-        step.forward_backward()
+    with counter:  # the warm-up step (with Adam's first, state-creating update) doubles as the FLOP
+        step()     # count: forward + backward (the optimiser's ops have no FLOP formula: 0)
     warmup_s = time.perf_counter() - t0
-    flops = int(counter.get_total_flops())
-    conv_flops = sum(v for op, v in counter.get_flop_counts()["Global"].items() if "convolution" in str(op))
-    first = C.timed(step, device)  # one full step (with the optimiser's first, state-creating update)
-    peak_rss = C.peak_rss_mib()
-    peak_gpu = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None
     for v in step.phases.values():
         v.clear()
+    flops = int(counter.get_total_flops())
+    conv_flops = sum(v for op, v in counter.get_flop_counts()["Global"].items() if "convolution" in str(op))
+    peak_rss = C.peak_rss_mib()
+    peak_gpu = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None
 
     fns = {"step": step}
     skeleton = []
@@ -174,10 +173,10 @@ def bench_step(args) -> None:
               "cpu_ms_per_step": round(1e3 * C.median(times.cpu["step"]), 1),
               "samples_per_s": round(batch / step_s, 3),
               "phases_ms": {k: round(1e3 * C.median(v), 1) for k, v in step.phases.items() if v},
-              "first_step_ms": round(1e3 * first, 1), "warmup_counted_s": round(warmup_s, 1),
+              "warmup_counted_s": round(warmup_s, 1),
               "gflop_per_step": round(flops / 1e9, 2), "conv_flop_share": round(conv_flops / flops, 4),
               "gflops": round(flops / step_s / 1e9, 2),
-              "peak_rss_mib": round(peak_rss, 1), "rss_before_first_step_mib": round(rss_before, 1),
+              "peak_rss_mib": round(peak_rss, 1), "rss_before_warmup_mib": round(rss_before, 1),
               "rounds": args.rounds, "thp_mem_alloc": os.environ.get("THP_MEM_ALLOC_ENABLE", "0")}
     if peak_gpu is not None:
         record["peak_gpu_mib"] = round(peak_gpu, 1)
@@ -196,6 +195,31 @@ def bench_step(args) -> None:
         compare_adam(step, args.rounds)
 
 
+def compare_channels_last(args) -> None:
+    """Contiguous vs channels-last models, steps interleaved in one process."""
+    device = torch.device(args.device)
+    mcfg, batch = model_config(args.preset, args.size)
+    batch = args.batch or batch
+    steps = {fmt: Step(mcfg, batch, device, "fused", args.precision, fmt == "channels_last")
+             for fmt in ("contiguous", "channels_last")}
+    times = C.interleaved(steps, args.rounds, warmup=1, device=device)
+    C.emit({"bench": "channels_last", "preset": args.preset, "input": [batch, mcfg.in_channels, *mcfg.input_shape],
+            "contiguous_ms": round(1e3 * C.median(times.wall["contiguous"]), 1),
+            "channels_last_ms": round(1e3 * C.median(times.wall["channels_last"]), 1),
+            **C.ratio_summary(times, "contiguous", "channels_last", "speedup"), "rounds": args.rounds})
+
+
+def compare_adam_only(args) -> None:
+    """Adam's three CPU implementations on the preset's parameters with random gradients
+    (no forward or backward: seconds even for the paper presets)."""
+    mcfg, batch = model_config(args.preset, args.size)
+    step = Step(mcfg, args.batch or batch, torch.device(args.device), "fused", args.precision, False)
+    gen = torch.Generator().manual_seed(0)
+    for p in step.params:
+        p.grad = 1e-3 * torch.randn(p.shape, generator=gen).to(p.device)
+    compare_adam(step, args.rounds)
+
+
 def compare_adam(step: Step, rounds: int) -> None:
     """optimizer.step() alone: per-tensor loop (torch's CPU default) vs foreach vs fused."""
     opts = {"loop": torch.optim.Adam(step.groups, foreach=False),
@@ -209,7 +233,8 @@ def compare_adam(step: Step, rounds: int) -> None:
     with torch.no_grad():
         for p, s in zip(step.params, saved):
             p.copy_(s)
-    C.emit({"bench": "adam_step", "params_m": round(sum(p.numel() for p in step.params) / 1e6, 2),
+    C.emit({"bench": "adam_step", "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset"),
+            "params_m": round(sum(p.numel() for p in step.params) / 1e6, 2),
             **{f"{k}_ms": round(1e3 * C.median(v), 1) for k, v in times.wall.items()},
             **{f"{k}_cpu_ms": round(1e3 * C.median(v), 1) for k, v in times.cpu.items()}})
 
@@ -217,6 +242,8 @@ def compare_adam(step: Step, rounds: int) -> None:
 def memory_model(args) -> None:
     """Bytes autograd keeps for backward per sample (meta device: no arithmetic)."""
     mcfg, _ = model_config(args.preset, args.size)
+    if args.variant == "before":
+        sparse_coder.lista = sparse_coder.lista_reference
     with torch.device("meta"):
         model = FAMILIES["attri_ssc"].build(experiment(mcfg, 1), N_ATTRIBUTES)
     n_params = sum(p.numel() for p in model.parameters())
@@ -234,12 +261,19 @@ def memory_model(args) -> None:
             model(x)
         out[batch] = sum(seen.values())
     per_sample = out[2] - out[1]
-    C.emit({"bench": "memory_model", "preset": args.preset, "input_per_sample": [mcfg.in_channels, *mcfg.input_shape],
+    counter = FlopCounterMode(display=False)
+    with counter:  # forward + backward of one sample, on the meta device
+        recon = model(torch.empty(1, mcfg.in_channels, *mcfg.input_shape, device="meta")).ssc.recon
+        recon.sum().backward()
+    C.emit({"bench": "memory_model", "preset": args.preset, "variant": args.variant,
+            "input_per_sample": [mcfg.in_channels, *mcfg.input_shape],
             "saved_for_backward_mib_per_sample": round(per_sample / 2**20, 1),
             "saved_for_backward_mib_batch1": round(out[1] / 2**20, 1),
             "params_m": round(n_params / 1e6, 2),
             "params_grads_adam_mib": round(4 * 4 * n_params / 2**20, 1),
-            "how": "meta device, saved_tensors_hooks, storages counted once, fp32"})
+            "gflop_per_sample_fwd_bwd": round(counter.get_total_flops() / 1e9, 1),
+            "how": "meta device (shapes only): saved_tensors_hooks with storages counted once, fp32; "
+                   "FlopCounterMode on forward+backward of one sample"})
 
 
 def main() -> None:
@@ -254,13 +288,21 @@ def main() -> None:
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--no-conv-rate", action="store_true", help="skip the conv-rate reference (saves time)")
-    parser.add_argument("--compare-adam", action="store_true")
+    parser.add_argument("--compare-adam", action="store_true", help="after the step bench, time Adam variants")
+    parser.add_argument("--compare-adam-only", action="store_true",
+                        help="only time Adam variants, on random gradients")
     parser.add_argument("--memory-model", action="store_true")
+    parser.add_argument("--compare-channels-last", action="store_true",
+                        help="interleave steps of a contiguous and a channels-last model")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.memory_model:
         memory_model(args)
+    elif args.compare_adam_only:
+        compare_adam_only(args)
+    elif args.compare_channels_last:
+        compare_channels_last(args)
     else:
         bench_step(args)
 

@@ -11,6 +11,7 @@ Usage: python scripts/demo.py [--out runs/demo] [--force] [--no-weights] [--quic
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 import time
@@ -75,9 +76,15 @@ def main() -> int:
              ["evaluate", str(run), "--no-progress", *weights_args])
     step("compare", False, ["compare", *map(str, all_runs), "--out", str(out / "tables")])
 
+    def save_timings() -> None:
+        previous = json.loads((out / "timings.json").read_text()) if (out / "timings.json").exists() else {}
+        (out / "timings.json").write_text(json.dumps({**previous, **timings}, indent=1))
+
     figures = out / "figures"
     step("interpret", False, ["interpret-all", str(ssc), "--out", str(figures), *weights_args])
+    save_timings()
     step("report", False, ["report", str(out), "--out", str(out)])
+    save_timings()
     total = time.perf_counter() - started
     print(f"[demo] finished in {total / 60:.1f} min; report: {out / 'report.html'}")
     summary = out / "summary.txt"

@@ -238,7 +238,11 @@ def test_verification_summary_on_synthetic_judged_responses():
     assert s["leakage"] == pytest.approx(0.5) and s["leakage_all"] == pytest.approx(0.5)
     assert s["target_change_per_unit_alpha_range"] == pytest.approx(4.0)
     assert s["judged_valid_fraction"] == pytest.approx(14 / 15)
-    # editing the myocardium: wall thickness is geometrically coupled and left out of the headline
+    # the headline counts only the attribute that should stay put (myo for a cavity edit) …
+    resp2 = dict(resp, wall_thickness=3.0 + 1.0 * alphas + 0 * offsets)  # slope 1 → 2 in σ units
+    s2 = summarise(resp2, alphas, "lv_volume", scale)
+    assert s2["leakage"] == pytest.approx(0.5) and s2["leakage_all"] == pytest.approx(2.0)
+    # … and the cavity for a myocardium edit
     m = summarise(resp, alphas, "myo_volume", scale)
     assert m["monotonicity"] == pytest.approx(-1.0)
     assert m["leakage"] == pytest.approx(2.0) and m["leakage_all"] == pytest.approx(2.0)

@@ -75,24 +75,28 @@ def _interpret_all(args: argparse.Namespace) -> int:
 
 
 def _verification_entry(report: dict) -> dict:
-    """Table rows (rule × attribute) and a one-line summary from edit_verification.json."""
-    header = ["rule", "attribute", "monotonicity ρ", "leakage"]
+    """Table rows (rule variant × attribute) and a one-line summary from edit_verification.json."""
+    header = ["rule", "attribute", "monotonicity ρ", "leakage", "leakage (all)", "atoms"]
     rows, summary = [], []
-    for rule, per_attr in report.get("rules", {}).items():
+    variants = report.get("results", {})
+    for variant, per_attr in variants.items():
         for attr, res in per_attr.items():
-            rows.append([rule, attr, res.get("monotonicity"), res.get("leakage")])
-            if rule == report.get("default_rule", "magnitude") and attr in ("lv_volume", "myo_volume"):
-                summary.append(f"{attr} ρ {res.get('monotonicity', float('nan')):.2f} / leak "
-                               f"{res.get('leakage', float('nan')):.2f}")
-    return {"table": [header, rows], "summary": "; ".join(summary)}
+            rows.append([variant, attr, res.get("monotonicity"), res.get("leakage"), res.get("leakage_all"),
+                         ", ".join(map(str, res.get("atoms", [])))])
+    default = next(iter(variants), None)
+    for attr in ("lv_volume", "myo_volume"):
+        res = variants.get(default, {}).get(attr) if default else None
+        if res and res.get("monotonicity") is not None:
+            leak = res.get("leakage")
+            summary.append(f"{attr} ρ {res['monotonicity']:.2f}, leakage {leak:.2f}" if leak is not None
+                           else f"{attr} ρ {res['monotonicity']:.2f}")
+    return {"table": [header, rows], "summary": f"({default}) " + "; ".join(summary) if summary else ""}
 
 
 def _correlation_entry(result: dict) -> dict:
     header = ["attribute pair", "r (ground truth)", "p", "r (â)", "p (â)", "shared atoms"]
-    rows = []
-    for pair in result.get("pairs", []):
-        rows.append([f"{pair['a']} – {pair['b']}", pair.get("r_truth"), pair.get("p_truth"), pair.get("r_pred"),
-                     pair.get("p_pred"), ", ".join(map(str, pair.get("shared_atoms", [])))])
+    rows = [[f"{p['a']} – {p['b']}", p.get("r_sample"), p.get("p_sample"), p.get("r_recon"), p.get("p_recon"),
+             ", ".join(map(str, p.get("shared_atoms", []))) or "none"] for p in result.get("pairs", [])]
     return {"table": [header, rows], "png": "correlations/w_heatmap.png",
             "caption": "Mapper W (attributes × atoms, support only): which atoms carry which attribute."}
 

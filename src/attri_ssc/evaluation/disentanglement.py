@@ -235,15 +235,23 @@ def _sap_scores(z: np.ndarray, a: np.ndarray) -> np.ndarray:
 def _spearman_matrix(z: np.ndarray, a: np.ndarray, alpha: float | None) -> np.ndarray:
     """(D, A) |Spearman ρ|, zeroed where p > alpha (if alpha is given) or ρ is undefined."""
     d, n_attr = z.shape[1], a.shape[1]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # constant latents: ρ undefined -> NaN -> 0 below
-        rho, pval = spearmanr(np.hstack([z, a]), axis=0)
-    rho = np.atleast_2d(np.asarray(rho, dtype=np.float64))
-    pval = np.atleast_2d(np.asarray(pval, dtype=np.float64))
-    if rho.shape == (1, 1):  # scipy returns a scalar for exactly two columns
-        rho = np.array([[1.0, rho[0, 0]], [rho[0, 0], 1.0]])
-        pval = np.array([[0.0, pval[0, 0]], [pval[0, 0], 0.0]])
-    rho, pval = rho[:d, d : d + n_attr], pval[:d, d : d + n_attr]
+    rho = np.full((d, n_attr), np.nan)
+    pval = np.full((d, n_attr), np.nan)
+    # scipy returns one NaN for the whole matrix if any column is constant (dead atoms are
+    # common), so correlate only the varying latents; constant ones keep ρ undefined -> 0.
+    live = np.flatnonzero(np.ptp(z, axis=0) > 0)
+    if live.size:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            r, p = spearmanr(np.hstack([z[:, live], a]), axis=0)
+        r = np.atleast_2d(np.asarray(r, dtype=np.float64))
+        p = np.atleast_2d(np.asarray(p, dtype=np.float64))
+        if r.shape == (1, 1):  # scipy returns a scalar for exactly two columns
+            r = np.array([[1.0, r[0, 0]], [r[0, 0], 1.0]])
+            p = np.array([[0.0, p[0, 0]], [p[0, 0], 0.0]])
+        n_live = live.size
+        rho[live] = r[:n_live, n_live: n_live + n_attr]
+        pval[live] = p[:n_live, n_live: n_live + n_attr]
     score = np.abs(rho)
     undefined = ~np.isfinite(score)
     if alpha is not None:
