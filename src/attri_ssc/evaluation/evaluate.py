@@ -24,17 +24,47 @@ from attri_ssc.runs import LoadedRun, load_run
 RESULTS_NAME = "results.json"
 
 
-def reconstruction_block(pred: Any, target: Any, weights_dir: str | None) -> dict[str, Any]:
+def inception_features(images: Any, weights_dir: str | None) -> Any:
+    """FID Inception pool features of every slice, (N_slices, 2048), or None without weights.
+
+    Features of a reference set are cached next to the weights, keyed by the images'
+    sha256, so evaluating several runs on one split computes them once.
+    """
+    import hashlib
+
+    from safetensors.torch import load_file, save_file
+
+    from attri_ssc.evaluation.fid import InceptionFeatureExtractor, load_inception, slices_2d
+    from attri_ssc.evaluation.weights import resolve_weights_dir
+    from attri_ssc.io_utils import atomic_write
+
+    network = load_inception(weights_dir)
+    if network is None:
+        return None
+    slices = slices_2d(images.float().clamp(0, 1))
+    key = hashlib.sha256(slices.contiguous().numpy().tobytes()).hexdigest()[:32]
+    cache = resolve_weights_dir(weights_dir) / "feature_cache" / f"{key}.safetensors"
+    if cache.exists():
+        return load_file(str(cache))["features"]
+    features = InceptionFeatureExtractor(network).__call__(slices)
+    atomic_write(cache, lambda tmp: save_file({"features": features.contiguous()}, str(tmp)))
+    return features
+
+
+def reconstruction_block(pred: Any, target: Any, weights_dir: str | None, with_fid: bool = True) -> dict[str, Any]:
     """PSNR/SSIM/MI/MMD (×10²) and FID/LPIPS between reconstructions and references."""
-    from attri_ssc.evaluation.fid import compute_fid
+    from attri_ssc.evaluation.fid import fid_from_features
     from attri_ssc.evaluation.lpips import compute_lpips
     from attri_ssc.evaluation.metrics import ReconstructionMetrics
+    from attri_ssc.evaluation.weights import NOT_COMPUTED
 
     metrics = ReconstructionMetrics()
     for start in range(0, pred.shape[0], 64):
         metrics.update(pred[start:start + 64], target[start:start + 64])
     block: dict[str, Any] = dict(metrics.compute())
-    block["fid"] = compute_fid(target, pred, weights_dir)
+    if with_fid:
+        real = inception_features(target, weights_dir)
+        block["fid"] = NOT_COMPUTED if real is None else fid_from_features(real, inception_features(pred, weights_dir))
     lp = compute_lpips(pred, target, weights_dir=weights_dir)
     block["lpips"] = lp if isinstance(lp, str) else float(lp.mean())
     return block
@@ -76,7 +106,9 @@ def evaluate_predictions(run: LoadedRun, preds: Predictions, weights_dir: str | 
         "reconstruction": reconstruction_block(preds.recon, preds.images, weights_dir),
     }
     if preds.clean is not None:
-        results["reconstruction_vs_clean"] = reconstruction_block(preds.recon, preds.clean, weights_dir)
+        # FID is a distance between image sets; it is reported against the inputs only.
+        results["reconstruction_vs_clean"] = reconstruction_block(preds.recon, preds.clean, weights_dir,
+                                                                  with_fid=False)
     results["attributes"] = attribute_block(preds.attributes.numpy(), truth, names)
     # L_AR (Eq. 11) over all pairs of the split; sign(Δa) does not depend on the scaling.
     results["ar_loss"] = float(attribute_regularization_loss(preds.attributes, preds.raw_attributes,

@@ -410,9 +410,9 @@ def train(cfg: ExperimentConfig, data_dir: str | Path, run_dir: str | Path, resu
             facts = start_stage(model, stage, cfg, bundle.train, device, info)
             log.write({"kind": "stage_start", "stage": stage.name, "global_step": position.global_step, **facts})
         groups = family.trainable_groups(model, stage, cfg)
-        # Fused Adam: one kernel over all parameters. torch's CPU default (a per-tensor loop)
-        # took 0.3-2.6 s per step on the paper 2D preset (56.5M parameters) on the shared
-        # 2-core machine, fused 0.04-0.06 s (docs/performance.md).
+        # Fused Adam: one kernel over all parameters. On the shared 2-core machine torch's CPU
+        # default (a per-tensor loop) was never faster, and up to 40x slower when OpenMP
+        # spins (paper 2D, 56.5M parameters: 2.6 s vs 0.06 s per step; docs/performance.md).
         optimizer = torch.optim.Adam(groups, fused=device.type in ("cpu", "cuda"))
         if resuming_mid_stage and ckpt_meta.get("optimizer"):
             optimizer_from_flat(optimizer, ckpt_tensors, ckpt_meta["optimizer"])
