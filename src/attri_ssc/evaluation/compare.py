@@ -132,6 +132,8 @@ def compare_runs(run_dirs: list[Path], out_dir: Path) -> dict[str, str]:
          ("LPIPS ↓", lambda r: _get(r, "reconstruction.lpips"), 1.0, 4),
          ("mean Spearman ρ ↑", _mean_spearman, 1.0, 3)]))
     sweep = [r for r in rows if r["results"]["family"] == "attri_ssc" and not r["config"]["train"].get("one_to_one")]
+    if len({_gamma(r["config"]) for r in sweep}) < 2:
+        sweep = []  # Table 5 compares several γ; one value is no ablation
     tables["table5"] = ("Table 5: γ ablation", *build_table(
         sweep, lambda r: _gamma(r["config"]), lambda k: f"γ = {k:g}",
         [("AR loss ↓", lambda r: _get(r, "ar_loss"), 1.0, 4),
