@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# OpenMP's default spin-waiting makes 2-thread steps 2-7x slower whenever another process
+# shares the CPU (measured in bench/, README "Performance"); passive waiting costs nothing alone.
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: install test demo bench clean
 
