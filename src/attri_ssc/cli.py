@@ -10,7 +10,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+
+# OpenMP's default spin-waiting makes 2-thread steps 2-7x slower whenever another process
+# shares the CPU (README "Performance"). libgomp reads this when torch is first imported,
+# which happens below when the command modules load; an explicit setting wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from attri_ssc import __version__
 from attri_ssc.errors import AttriSSCError

@@ -184,7 +184,8 @@ class _ListaIterations(torch.autograd.Function):
         ∂b += gvᵗ,   ∂θ −= sign(Zᵗ) ⊙ gvᵗ,   ∂S += gvᵗ Zᵗ⁻¹ᵀ,   gᵗ⁻¹ = Sᵀ gvᵗ.
 
     The masks come from the saved iterates (Zᵗ = 0 exactly where the threshold clipped),
-    so nothing else is stored. Not twice differentiable.
+    so nothing else is stored. Not twice differentiable and no forward-mode AD or vmap
+    (use :func:`lista_reference` for those).
     """
 
     @staticmethod
