@@ -55,6 +55,7 @@ def test_ssc_loss_terms_match_definitions(tiny_config, mode):
 
     # Eqs. 2-3 literally: per-sample sums averaged over the batch.
     summed = ssc_loss_terms(x, out, cfg.replace(loss_reduction="sum", sparsity_weight=2.0))
+    summed = {k: v.detach() for k, v in summed.items()}
     assert float(summed["recon"]) == pytest.approx(((n(out.recon) - n(x)) ** 2).sum() / b, rel=1e-12)
     assert float(summed["latent_fit"]) == pytest.approx(fit * locs * c, rel=1e-12)
     assert float(summed["latent_sparsity"]) == pytest.approx(2.0 * sparsity * locs * c, rel=1e-12)

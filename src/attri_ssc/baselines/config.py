@@ -34,6 +34,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from attri_ssc.dataclass_io import dataclass_to_dict, unknown_keys
+
 #: Loss terms switched on by each variant (a table, not an if/elif chain).
 VARIANT_TERMS: dict[str, tuple[str, ...]] = {
     "vae": ("recon", "kl"),
@@ -204,17 +206,12 @@ class BaselineConfig:
     # ------------------------------------------------------------------ serialisation
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (tuples become lists)."""
-        out: dict[str, Any] = {}
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            out[f.name] = list(value) if isinstance(value, tuple) else value
-        return out
+        return dataclass_to_dict(self)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "BaselineConfig":
         """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError``."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
+        unknown = unknown_keys(cls, data)
         if unknown:
             raise ValueError(f"unknown BaselineConfig keys: {unknown}")
         kwargs = {k: (tuple(v) if k in _TUPLE_FIELDS and isinstance(v, list) else v) for k, v in data.items()}

@@ -10,6 +10,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from attri_ssc.dataclass_io import dataclass_to_dict, unknown_keys
 from attri_ssc.errors import ConfigError
 
 DEFAULT_ATTRIBUTES: tuple[str, ...] = ("lv_volume", "myo_volume", "wall_thickness", "infarct_volume")
@@ -101,19 +102,15 @@ class DataConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict (tuples become lists)."""
-        out: dict[str, Any] = {}
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            out[f.name] = list(value) if isinstance(value, tuple) else value
-        return out
+        return dataclass_to_dict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "DataConfig":
         """Inverse of :meth:`to_dict`; unknown keys are a :class:`ConfigError`."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
+        unknown = unknown_keys(cls, data)
         if unknown:
-            raise ConfigError(f"unknown data config key(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+            known = sorted(f.name for f in dataclasses.fields(cls))
+            raise ConfigError(f"unknown data config key(s): {', '.join(unknown)}; known: {', '.join(known)}")
         return cls(**data).validate()
 
 

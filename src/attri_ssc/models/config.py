@@ -15,6 +15,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from attri_ssc.dataclass_io import dataclass_to_dict, unknown_keys
+
 #: Number of 2x downsamplings of the encoder (Table 6 has three): spatial sizes must be
 #: divisible by ``2 ** N_DOWN``.
 N_DOWN = 3
@@ -175,17 +177,12 @@ class ModelConfig:
     # ------------------------------------------------------------------ (de)serialisation
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly dict (tuples become lists)."""
-        out: dict[str, Any] = {}
-        for f in dataclasses.fields(self):
-            v = getattr(self, f.name)
-            out[f.name] = list(v) if isinstance(v, tuple) else v
-        return out
+        return dataclass_to_dict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
         """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError`` naming them."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
+        unknown = unknown_keys(cls, d)
         if unknown:
             raise ValueError(f"unknown ModelConfig fields: {unknown}")
         return cls(**d)
