@@ -190,19 +190,25 @@ def load_model(path_prefix: str | os.PathLike, verify: bool = True) -> "SSCVAE":
     from attri_ssc.models.config import ModelConfig
     from attri_ssc.models.ssc_vae import SSCVAE
 
+    return load_family_model(path_prefix, MODEL_FAMILY, ModelConfig, SSCVAE, verify)
+
+
+def load_family_model(path_prefix: str | os.PathLike, family: str, config_cls: type, model_cls: type,
+                      verify: bool = True) -> nn.Module:
+    """Rebuild a ``model_cls(config_cls.from_dict(meta['model_config']))`` saved with
+    ``meta['model_family'] == family``; weights checked and loaded strictly; eval mode."""
     tensors, meta = load_checkpoint(path_prefix, verify=verify)
     source = str(checkpoint_paths(path_prefix)[1])
-    family = meta.get("model_family") if isinstance(meta, dict) else None
-    if family != MODEL_FAMILY:
-        raise CheckpointError(f"{source} holds model_family={family!r}, expected {MODEL_FAMILY!r}")
+    found = meta.get("model_family") if isinstance(meta, dict) else None
+    if found != family:
+        raise CheckpointError(f"{source} holds model_family={found!r}, expected {family!r}")
     try:
-        config = ModelConfig.from_dict(meta["model_config"])
+        config = config_cls.from_dict(meta["model_config"])
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{source}: invalid model_config: {exc}") from exc
-    model = SSCVAE(config)
+    model = model_cls(config)
     load_state_dict_checked(model, tensors, source)
-    model.eval()
-    return model
+    return model.eval()
 
 
 def _short(items: list[str], n: int = 8) -> str:

@@ -30,9 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from attri_ssc.baselines.config import BaselineConfig
-from attri_ssc.checkpoint import (checkpoint_paths, load_checkpoint, load_state_dict_checked, save_checkpoint,
-                                 unwrap_model)
-from attri_ssc.errors import CheckpointError
+from attri_ssc.checkpoint import load_family_model, save_checkpoint, unwrap_model
 from attri_ssc.nn import factories
 
 
@@ -245,18 +243,7 @@ def load_baseline(prefix: str | Path, verify: bool = True) -> AttriVAE:
         CheckpointError: missing/corrupt files, not a baseline checkpoint, or weights that do
             not fit its config.
     """
-    tensors, meta = load_checkpoint(prefix, verify=verify)
-    source = str(checkpoint_paths(prefix)[1])
-    family = meta.get("model_family") if isinstance(meta, dict) else None
-    if family != MODEL_FAMILY:
-        raise CheckpointError(f"{source} holds model_family={family!r}, expected {MODEL_FAMILY!r}")
-    try:
-        config = BaselineConfig.from_dict(meta["model_config"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"{source}: invalid model_config: {exc}") from exc
-    model = AttriVAE(config)
-    load_state_dict_checked(model, tensors, source)
-    return model.eval()
+    return load_family_model(prefix, MODEL_FAMILY, BaselineConfig, AttriVAE, verify)
 
 
 __all__ = ["AttriVAE", "VAEOutput", "MODEL_FAMILY", "count_parameters", "save_baseline", "load_baseline"]
