@@ -10,7 +10,7 @@ import torch
 
 from attri_ssc.evaluation import editing
 from attri_ssc.evaluation.editing import (AtomBounds, alpha_grid, bounds_from_codes, edit_codes, edit_direction,
-                                          run_atom_bounds, select_atoms)
+                                          prototypes_from_codes, run_atom_bounds, select_atoms)
 from attri_ssc.evaluation.saliency import directional_saliency, edited_atom_saliency
 from attri_ssc.models.ssc_vae import SSCVAE
 
@@ -32,6 +32,13 @@ def _bounds(k: int = 6) -> AtomBounds:
         dominant_sign=[1.0 if j % 2 == 0 else -1.0 for j in range(k)],
         active_fraction=[0.4] * k,
     )
+
+
+def _prototypes(k: int = 6, s: int = 4):
+    """Prototypes of 40 random sparse code maps whose attribute 0 is the mean of atom 1."""
+    z = _sparse_codes(b=40, k=k, s=s, seed=5)
+    attributes = torch.stack([z[:, 1].mean(dim=(1, 2)), torch.randn(40, dtype=z.dtype)], dim=1)
+    return prototypes_from_codes(z, attributes, quantile=0.8)
 
 
 def test_alpha_grid_is_even_symmetric_with_zero_in_the_centre():
@@ -72,14 +79,15 @@ def test_bounds_match_numpy_percentiles():
         bounds_from_codes(z, percentile=40.0)
 
 
-@pytest.mark.parametrize("rule", ["magnitude", "literal"])
+@pytest.mark.parametrize("rule", ["prototype", "magnitude", "literal"])
 @pytest.mark.parametrize("active_only", [False, True])
 def test_alpha_zero_is_identity_and_other_atoms_are_untouched(rule, active_only):
     z = _sparse_codes()
     sel = select_atoms(torch.tensor([[0.0, 2.0, 0.0, -1.0, 0.0, 0.0]]), 0, 2)
-    assert torch.equal(edit_codes(z, sel, _bounds(), 0.0, rule, active_only), z)
+    protos = _prototypes()
+    assert torch.equal(edit_codes(z, sel, _bounds(), 0.0, rule, active_only, protos), z)
     for alpha in (-1.0, -0.3, 0.6, 1.0):
-        out = edit_codes(z, sel, _bounds(), alpha, rule, active_only)
+        out = edit_codes(z, sel, _bounds(), alpha, rule, active_only, protos)
         others = [j for j in range(6) if j not in sel.atoms]
         assert torch.equal(out[:, others], z[:, others])
         assert not torch.equal(out[:, list(sel.atoms)], z[:, list(sel.atoms)])
@@ -135,13 +143,53 @@ def test_literal_rule_endpoints_are_the_printed_bounds():
     assert down[:, 1].abs().mean() > z[:, 1].abs().mean()
 
 
-@pytest.mark.parametrize("rule", ["magnitude", "literal"])
+def test_prototypes_are_mean_code_maps_beyond_the_quantiles():
+    z = _sparse_codes(b=50, seed=7)
+    attributes = torch.randn(50, 2, dtype=z.dtype)
+    protos = prototypes_from_codes(z, attributes, quantile=0.9)
+    zn, an = z.numpy(), attributes.numpy()
+    for m in range(2):
+        hi = an[:, m] >= np.quantile(an[:, m], 0.9)
+        lo = an[:, m] <= np.quantile(an[:, m], 0.1)
+        np.testing.assert_allclose(protos.high[m].numpy(), zn[hi].mean(0), atol=1e-6)
+        np.testing.assert_allclose(protos.low[m].numpy(), zn[lo].mean(0), atol=1e-6)
+        assert protos.counts[m].tolist() == [int(hi.sum()), int(lo.sum())]
+    with pytest.raises(ValueError, match="quantile"):
+        prototypes_from_codes(z, attributes, quantile=0.4)
+    with pytest.raises(ValueError, match="same N"):
+        prototypes_from_codes(z, attributes[:10])
+
+
+def test_prototype_rule_endpoints_are_the_prototype_maps():
+    z = _sparse_codes()
+    protos = _prototypes()
+    # W's sign does not matter: α > 0 moves toward the high-attribute maps
+    sel = select_atoms(torch.tensor([[0.0, 2.0, -1.0, 0.0, 0.0, 0.0]]), 0, 2)
+    up = edit_codes(z, sel, _bounds(), 1.0, "prototype", prototypes=protos)
+    down = edit_codes(z, sel, _bounds(), -1.0, "prototype", prototypes=protos)
+    for j in sel.atoms:
+        assert torch.allclose(up[:, j], protos.high[0, j].to(z.dtype).expand_as(z[:, j]))
+        assert torch.allclose(down[:, j], protos.low[0, j].to(z.dtype).expand_as(z[:, j]))
+    # attribute 0 is the mean of atom 1, so its high prototype has the larger atom-1 mean
+    assert protos.high[0, 1].mean() > protos.low[0, 1].mean()
+    half = edit_codes(z, sel, _bounds(), 0.5, "prototype", prototypes=protos)
+    assert torch.allclose(half[:, 1], 0.5 * z[:, 1] + 0.5 * protos.high[0, 1].to(z.dtype))
+    # active_only: inactive locations stay at zero
+    active = edit_codes(z, sel, _bounds(), 1.0, "prototype", active_only=True, prototypes=protos)
+    assert torch.all(active[:, 1][z[:, 1] == 0] == 0)
+    with pytest.raises(ValueError, match="needs prototypes"):
+        edit_codes(z, sel, _bounds(), 1.0, "prototype")
+
+
+@pytest.mark.parametrize("rule", ["prototype", "magnitude", "literal"])
 def test_edit_direction_is_the_derivative_in_alpha(rule):
     z = _sparse_codes()
     sel = select_atoms(torch.tensor([[0.0, 2.0, -1.0, 0.0, 0.0, 0.0]]), 0, 2)
+    p = _prototypes()
     for a0, a1 in ((0.25, 0.75), (-0.75, -0.25)):
-        fd = (edit_codes(z, sel, _bounds(), a1, rule) - edit_codes(z, sel, _bounds(), a0, rule)) / (a1 - a0)
-        assert torch.allclose(edit_direction(z, sel, _bounds(), a0, rule), fd, atol=1e-12)
+        fd = (edit_codes(z, sel, _bounds(), a1, rule, prototypes=p)
+              - edit_codes(z, sel, _bounds(), a0, rule, prototypes=p)) / (a1 - a0)
+        assert torch.allclose(edit_direction(z, sel, _bounds(), a0, rule, prototypes=p), fd, atol=1e-6)
 
 
 def _linear_decoder(k: int, s: int, size: int, seed: int = 0):

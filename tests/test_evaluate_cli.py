@@ -4,9 +4,12 @@ import csv
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 from attri_ssc.cli import main
+from attri_ssc.evaluation.predict import code_statistics
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +34,9 @@ def test_sweep_then_compare_writes_table5_with_one_row_per_gamma(phantoms, tmp_p
         assert 0 < rec["psnr_mean"] < 60 and -1 <= rec["ssim_mean"] <= 1 and rec["n_samples"] >= 2
         assert set(results["attributes"]) == {"lv_volume", "myo_volume", "wall_thickness", "infarct_volume"}
         assert 0 <= results["code_density"] <= 1
+        stats = results["code_statistics"]
+        assert stats["density"] == pytest.approx(results["code_density"], abs=1e-6)
+        assert 0 <= stats["always_on_atoms"] <= stats["live_atoms"] <= stats["n_atoms"]
         assert results["reconstruction"]["fid"].startswith("not computed")
     # A second sweep call reuses finished settings.
     assert main(["sweep", "--data", str(phantoms), "--config", "smoke", "--out", str(out), "--gammas", "0",
@@ -56,3 +62,19 @@ def test_evaluate_a_baseline_run_reads_its_latent(phantoms, tmp_path):
     assert results["family"] == "ar_vae"
     assert results["disentanglement"]["attribute_dims"] == [0, 1, 2, 3]
     assert "code_density" not in results
+
+
+def test_code_statistics_tell_a_few_always_on_atoms_from_sparse_codes():
+    torch.manual_seed(0)
+    # 10 maps, K = 8 atoms, 4x4 locations: atoms 0-1 on everywhere, atom 2 on at 1 location per map,
+    # atoms 3-7 never: density (2*16 + 1) / (8*16)
+    z = torch.zeros(10, 8, 4, 4)
+    z[:, :2] = torch.randn(10, 2, 4, 4).abs() + 0.1
+    z[:, 2, 0, 0] = -1.0
+    got = code_statistics(z)
+    active = (z != 0).numpy()
+    assert got["density"] == pytest.approx(active.mean())
+    assert got["n_atoms"] == 8 and got["live_atoms"] == 3 and got["always_on_atoms"] == 2
+    per_location = active.sum(axis=1).ravel()
+    assert got["active_per_location"]["p50"] == pytest.approx(np.percentile(per_location, 50))
+    assert got["active_per_location"]["p90"] == pytest.approx(np.percentile(per_location, 90))

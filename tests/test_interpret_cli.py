@@ -45,7 +45,7 @@ def test_interpolate_and_edit_write_pngs_and_cache_bounds(smoke_run, tmp_path):
     assert main(["interpolate", str(smoke_run), case_a, case_b, "--steps", "4", "--out", str(tmp_path / "i.png")]) == 0
     _png(tmp_path / "i.png")
     slice_b = b.train.slice_indices[0]
-    for rule in ("magnitude", "literal"):
+    for rule in ("prototype", "magnitude", "literal"):
         out = tmp_path / f"e_{rule}.png"
         assert main(["edit", str(smoke_run), f"{case_b}:{slice_b}", "--attribute", "lv_volume", "--rule", rule,
                      "--steps", "5", "--out", str(out)]) == 0
@@ -74,7 +74,9 @@ def test_correlations_report_pearson_of_the_held_out_ground_truth(smoke_run, tmp
 def test_verify_edits_writes_json_and_markdown_for_every_rule(smoke_run, tmp_path):
     assert main(["verify-edits", str(smoke_run), "--n-images", "2", "--steps", "3", "--out", str(tmp_path)]) == 0
     rep = json.loads((tmp_path / "edit_verification.json").read_text())
-    assert set(rep["results"]) == {"magnitude", "magnitude+active_only", "magnitude+exclusive", "literal"}
+    assert set(rep["results"]) == {"prototype", "prototype+active_only", "magnitude", "magnitude+active_only",
+                                   "magnitude+exclusive", "literal"}
+    assert rep["prototype_quantile"] == 0.9
     assert rep["n_images"] == 2 and rep["alphas"] == [-1.0, 0.0, 1.0]
     for per_attr in rep["results"].values():
         assert set(per_attr) == {"lv_volume", "myo_volume", "wall_thickness"}
@@ -83,6 +85,7 @@ def test_verify_edits_writes_json_and_markdown_for_every_rule(smoke_run, tmp_pat
     # the model's own â follows α under the magnitude rule for an attribute with positive weights
     md = (tmp_path / "edit_verification.md").read_text()
     assert "| magnitude | lv_volume |" in md and "| literal | myo_volume |" in md
+    assert "| prototype | wall_thickness |" in md
 
 
 def test_sample_writes_grid_and_metrics(smoke_run, tmp_path):
@@ -98,6 +101,7 @@ def test_sample_writes_grid_and_metrics(smoke_run, tmp_path):
     (["edit", "{run}", "{case}", "--attribute", "nope"], "this run supervises: lv_volume"),
     (["edit", "{run}", "{case}:99", "--attribute", "lv_volume"], "valid slices"),
     (["edit", "{run}", "{case}", "--attribute", "lv_volume", "--steps", "4"], "odd"),
+    (["edit", "{run}", "{case}", "--attribute", "lv_volume", "--quantile", "0.3"], "--quantile must be in (0.5, 1)"),
     (["interpolate", "{run}", "{case}", "NOPE"], "unknown case 'NOPE'"),
 ])
 def test_bad_arguments_exit_2_with_a_clear_message(smoke_run, tmp_path, capsys, argv, needle):

@@ -41,8 +41,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     common(p)
     p.add_argument("case", metavar="CASE", help="case id, optionally CASE:SLICE")
     p.add_argument("--attribute", required=True, help="attribute to edit (one the run supervises)")
-    p.add_argument("--rule", choices=("magnitude", "literal"), default="magnitude",
-                   help="magnitude (default, right for signed codes) or literal (A.5 as printed)")
+    p.add_argument("--rule", choices=("prototype", "magnitude", "literal"), default="prototype",
+                   help="prototype (default: toward training code maps at the attribute's ends), magnitude "
+                        "(scalar bounds applied to |Z|, right for signed codes) or literal (A.5 as printed)")
+    p.add_argument("--quantile", type=float, default=0.9,
+                   help="prototype rule: average the training images beyond this quantile (default 0.9)")
     p.add_argument("--active-only", action="store_true", help="only change locations where the atom is active")
     p.add_argument("--exclusive", action="store_true", help="leave out atoms other attributes also use")
     p.add_argument("--steps", type=int, default=9, help="α values in [-1, 1], odd (default 9)")
@@ -64,6 +67,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=9, help="α values in [-1, 1], odd (default 9)")
     p.add_argument("--top-k", type=int, default=None, help="atoms to edit (default: the run's train.top_k)")
     p.add_argument("--percentile", type=float, default=99.0, help="robust bound percentile (default 99)")
+    p.add_argument("--quantile", type=float, default=0.9, help="prototype rule's quantile (default 0.9)")
     p.add_argument("--out", type=Path, required=True, help="folder for edit_verification.{json,md}")
     p.set_defaults(func=_verify)
 
@@ -145,6 +149,15 @@ def _top_k(run, top_k: int | None) -> int:
     return k
 
 
+def _prototypes(run, bundle, quantile: float):
+    """The prototype rule's code maps from the run's training split (:func:`run_prototypes`)."""
+    from attri_ssc.evaluation.editing import run_prototypes
+
+    if not 0.5 < quantile < 1.0:
+        raise ConfigError(f"--quantile must be in (0.5, 1), got {quantile}")
+    return run_prototypes(run, bundle.train.images, bundle.train.attributes, quantile)
+
+
 def _check_png(path: Path) -> None:
     if path.suffix.lower() != ".png":
         raise ConfigError(f"--out must name a .png file, got {path}")
@@ -186,7 +199,9 @@ def _edit(args: argparse.Namespace) -> int:
     if not selection.atoms:
         raise ConfigError(f"attribute {args.attribute!r} has no atom to edit (non-zero in W"
                           f"{', used by no other attribute' if args.exclusive else ''})")
-    sweep = edit_sweep(run.model, ds[i]["image"], selection, bounds, alphas, args.rule, args.active_only)
+    prototypes = _prototypes(run, bundle, args.quantile) if args.rule == "prototype" else None
+    sweep = edit_sweep(run.model, ds[i]["image"], selection, bounds, alphas, args.rule, args.active_only,
+                       prototypes=prototypes)
     pred = _unscale(bundle, sweep.predicted)[:, a]
     rule = args.rule + (" (active only)" if args.active_only else "") + (" (exclusive atoms)" if args.exclusive else "")
     edit_strip(ds[i]["image"], sweep.images, alphas.tolist(), args.out, saliency=sweep.saliency,
@@ -239,9 +254,10 @@ def _verify(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise DataError(f"{args.split} split: {exc}") from None
     bounds = run_atom_bounds(run, bundle.train.images, bundle.train.case_ids, args.percentile)
+    prototypes = _prototypes(run, bundle, args.quantile)
     try:
         report = verify_edits(run.model, held_out, run.attribute_names, bounds, spacing, scale,
-                              _top_k(run, args.top_k), steps=args.steps)
+                              _top_k(run, args.top_k), steps=args.steps, prototypes=prototypes)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     report["run"] = str(args.run)

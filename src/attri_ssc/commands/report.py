@@ -56,7 +56,7 @@ def _interpret_all(args: argparse.Namespace) -> int:
     for name in names:
         png = f"edit_{name}.png"
         call("edit", str(args.run), middle, "--attribute", name, "--out", str(out / png), *data)
-        index["edits"][name] = {"png": png, "caption": f"Editing {name} of {middle} (A.5, magnitude rule, "
+        index["edits"][name] = {"png": png, "caption": f"Editing {name} of {middle} (A.5 atoms, prototype rule, "
                                                        f"α from −1 to 1, original in the centre) with the "
                                                        f"gradient saliency of the edited atoms below."}
     call("verify-edits", str(args.run), "--out", str(out / "verification"), "--n-images", str(args.n_images), *data)

@@ -15,6 +15,15 @@ sign* (|Z| grows toward the robust bound magnitude, the sign is kept), otherwise
 Locations where the atom is inactive (Z = 0) move toward the bound of the atom's dominant
 sign, unless ``active_only`` is set, in which case only already-active locations change.
 
+The rule ``prototype`` (beyond the paper) keeps A.5's atoms, α grid and interpolation
+``Z' = (1 − |α|) Z + |α| B`` but replaces the scalar bound of each atom by a *code map*:
+B is the mean training code map of the selected atoms over the images whose attribute lies
+at or above its q-th quantile (α > 0) or at or below its (1 − q)-th (α < 0). The images are
+cropped around the cavity centre, so code maps are spatially aligned and the prototype says
+*where* the atom fires when the attribute is large or small, which a scalar bound cannot
+(a scalar bound paints the atom at every location). It is right for signed codes by
+construction: the targets are codes the encoder produced.
+
 Bounds are robust percentiles, not raw extremes: code values are heavy tailed and the raw
 min/max wipe the image at |α| = 1. ``lower``/``upper`` are the ``100 − p`` and ``p``
 percentiles of Z over all training locations (the literal rule's Z^min/Z^max);
@@ -35,7 +44,7 @@ from torch import Tensor
 
 from attri_ssc.evaluation.saliency import edited_atom_saliency
 
-RULES = ("magnitude", "literal")
+RULES = ("magnitude", "literal", "prototype")
 BOUNDS_NAME = "atom_bounds.json"
 BOUNDS_VERSION = 1
 
@@ -112,6 +121,61 @@ def collect_codes(backbone, images: Tensor, batch_size: int = 32) -> Tensor:
     device = next(backbone.parameters()).device
     parts = [backbone(images[i:i + batch_size].to(device)).codes.cpu() for i in range(0, images.shape[0], batch_size)]
     return torch.cat(parts)
+
+
+@dataclass(frozen=True)
+class AttributePrototypes:
+    """Mean training code maps at the two ends of each attribute (the ``prototype`` rule's B).
+
+    Attributes:
+        quantile: q in (0.5, 1): ``high`` averages the images with attribute >= its q-th
+            quantile, ``low`` those with attribute <= its (1 − q)-th.
+        high, low: (|A|, K, *s) mean code maps.
+        counts: (|A|, 2) images averaged into (high, low) per attribute.
+    """
+
+    quantile: float
+    high: Tensor
+    low: Tensor
+    counts: Tensor
+
+    def target(self, attribute: int, alpha_sign: float, like: Tensor) -> Tensor:
+        """B for ``attribute`` in the direction ``alpha_sign``: (K, *s) in ``like``'s dtype/device."""
+        maps = self.high if alpha_sign > 0 else self.low
+        return maps[attribute].to(dtype=like.dtype, device=like.device)
+
+
+def prototypes_from_codes(codes: Tensor, attributes: Tensor, quantile: float = 0.9) -> AttributePrototypes:
+    """:class:`AttributePrototypes` from training codes and their attributes.
+
+    Args:
+        codes: (N, K, *s) training codes.
+        attributes: (N, |A|) the same images' attributes (any monotone scaling).
+        quantile: q in (0.5, 1).
+    """
+    if not 0.5 < float(quantile) < 1.0:
+        raise ValueError(f"quantile must be in (0.5, 1), got quantile={quantile}")
+    if codes.dim() < 3 or attributes.dim() != 2 or attributes.shape[0] != codes.shape[0]:
+        raise ValueError(f"codes must be (N, K, *spatial) and attributes (N, A) with the same N, got "
+                         f"{tuple(codes.shape)} and {tuple(attributes.shape)}")
+    z = codes.detach().double().cpu()
+    a = attributes.detach().double().cpu()
+    high, low, counts = [], [], []
+    for m in range(a.shape[1]):
+        hi_cut, lo_cut = torch.quantile(a[:, m], float(quantile)), torch.quantile(a[:, m], 1.0 - float(quantile))
+        hi, lo = a[:, m] >= hi_cut, a[:, m] <= lo_cut
+        high.append(z[hi].mean(0))
+        low.append(z[lo].mean(0))
+        counts.append([int(hi.sum()), int(lo.sum())])
+    return AttributePrototypes(float(quantile), torch.stack(high).float(), torch.stack(low).float(),
+                               torch.tensor(counts))
+
+
+def run_prototypes(run, train_images: Tensor, train_attributes: Tensor, quantile: float = 0.9,
+                   batch_size: int = 32) -> AttributePrototypes:
+    """Prototypes of a run's training set (codes from the run's backbone)."""
+    return prototypes_from_codes(collect_codes(run.model.backbone, train_images, batch_size), train_attributes,
+                                 quantile)
 
 
 def _file_digest(path: Path) -> str:
@@ -212,7 +276,8 @@ def alpha_grid(steps: int) -> Tensor:
 
 
 def edit_targets(codes: Tensor, selection: AtomSelection, bounds: AtomBounds, alpha_sign: float,
-                 rule: str = "magnitude", active_only: bool = False) -> tuple[Tensor, Tensor]:
+                 rule: str = "magnitude", active_only: bool = False,
+                 prototypes: AttributePrototypes | None = None) -> tuple[Tensor, Tensor]:
     """The target B and the mask of locations that move, for one direction of α.
 
     Args:
@@ -220,8 +285,9 @@ def edit_targets(codes: Tensor, selection: AtomSelection, bounds: AtomBounds, al
         selection: atoms and signs (from :func:`select_atoms`).
         bounds: the run's :class:`AtomBounds`.
         alpha_sign: +1 or −1, sign(α).
-        rule: ``magnitude`` (default) or ``literal`` (see the module doc).
+        rule: ``magnitude`` (default), ``literal`` or ``prototype`` (see the module doc).
         active_only: only locations where Z ≠ 0 move.
+        prototypes: the code maps of the ``prototype`` rule (required by it).
     Returns:
         (target, moving): both (B, K, *s); target is B where moving is 1, and moving is
         zero outside the selected atoms.
@@ -232,6 +298,13 @@ def edit_targets(codes: Tensor, selection: AtomSelection, bounds: AtomBounds, al
         raise ValueError(f"alpha_sign must be +1 or -1, got alpha_sign={alpha_sign!r}")
     if bounds.n_atoms != codes.shape[1]:
         raise ValueError(f"bounds have {bounds.n_atoms} atoms but codes have K={codes.shape[1]}")
+    proto = None
+    if rule == "prototype":
+        if prototypes is None:
+            raise ValueError("rule='prototype' needs prototypes (see prototypes_from_codes)")
+        proto = prototypes.target(selection.attribute, float(alpha_sign), codes)
+        if proto.shape != codes.shape[1:]:
+            raise ValueError(f"prototypes are {tuple(proto.shape)} per attribute but codes are {tuple(codes.shape)}")
     target = torch.zeros_like(codes)
     moving = torch.zeros_like(codes)
     lower, upper = bounds.tensor("lower", codes), bounds.tensor("upper", codes)
@@ -242,7 +315,9 @@ def edit_targets(codes: Tensor, selection: AtomSelection, bounds: AtomBounds, al
         active = z != 0
         move = active if active_only else torch.ones_like(active)
         increase = float(alpha_sign) == float(w_sign)
-        if rule == "literal":
+        if rule == "prototype":
+            b = proto[j].expand_as(z)
+        elif rule == "literal":
             b = torch.full_like(z, float(upper[j] if increase else lower[j]))
         elif increase:
             # Each location's own sign (the atom's dominant sign where it is inactive),
@@ -259,12 +334,13 @@ def edit_targets(codes: Tensor, selection: AtomSelection, bounds: AtomBounds, al
 
 
 def edit_codes(codes: Tensor, selection: AtomSelection, bounds: AtomBounds, alpha: float,
-               rule: str = "magnitude", active_only: bool = False) -> Tensor:
+               rule: str = "magnitude", active_only: bool = False,
+               prototypes: AttributePrototypes | None = None) -> Tensor:
     """``Z'(α) = (1 − |α|) Z + |α| B`` on the selected atoms (and moving locations) only.
 
     Args:
         codes: Z (B, K, *s).
-        selection, bounds, rule, active_only: see :func:`edit_targets`.
+        selection, bounds, rule, active_only, prototypes: see :func:`edit_targets`.
         alpha: α in [−1, 1]; α = 0 returns an exact copy of ``codes``.
     Returns:
         Z' (B, K, *s); every atom outside ``selection`` is bit-identical to ``codes``.
@@ -274,17 +350,19 @@ def edit_codes(codes: Tensor, selection: AtomSelection, bounds: AtomBounds, alph
         raise ValueError(f"alpha must be in [-1, 1], got alpha={alpha}")
     if alpha == 0.0:
         return codes.clone()
-    target, moving = edit_targets(codes, selection, bounds, 1.0 if alpha > 0 else -1.0, rule, active_only)
+    target, moving = edit_targets(codes, selection, bounds, 1.0 if alpha > 0 else -1.0, rule, active_only,
+                                  prototypes)
     a = abs(alpha)
     edited = (1.0 - a) * codes + a * target
     return torch.where(moving > 0, edited, codes)
 
 
 def edit_direction(codes: Tensor, selection: AtomSelection, bounds: AtomBounds, alpha: float,
-                   rule: str = "magnitude", active_only: bool = False) -> Tensor:
+                   rule: str = "magnitude", active_only: bool = False,
+                   prototypes: AttributePrototypes | None = None) -> Tensor:
     """``dZ'/dα`` at α (the one-sided derivative from the right at α = 0): sign(α)(B − Z) on moving entries."""
     s = 1.0 if alpha >= 0 else -1.0
-    target, moving = edit_targets(codes, selection, bounds, s, rule, active_only)
+    target, moving = edit_targets(codes, selection, bounds, s, rule, active_only, prototypes)
     return s * (target - codes) * moving
 
 
@@ -312,13 +390,14 @@ class EditSweep:
 
 
 def edit_sweep(model, x: Tensor, selection: AtomSelection, bounds: AtomBounds, alphas: Tensor,
-               rule: str = "magnitude", active_only: bool = False, saliency: bool = True) -> EditSweep:
+               rule: str = "magnitude", active_only: bool = False, saliency: bool = True,
+               prototypes: AttributePrototypes | None = None) -> EditSweep:
     """Encode ``x``, edit its codes at every α, decode, and (optionally) compute saliency.
 
     Args:
         model: an ``AttriSSCVAE`` (``.backbone``, ``.mapper``), put in eval mode here.
         x: one image (1, *S) or (1, 1, *S).
-        selection, bounds, rule, active_only: see :func:`edit_codes`.
+        selection, bounds, rule, active_only, prototypes: see :func:`edit_codes`.
         alphas: (n,) values in [−1, 1].
         saliency: compute the saliency maps (one Jacobian-vector product per α).
     """
@@ -328,19 +407,21 @@ def edit_sweep(model, x: Tensor, selection: AtomSelection, bounds: AtomBounds, a
     xb = (x if x.dim() == backbone.config.spatial_dims + 2 else x.unsqueeze(0)).to(device)
     with torch.no_grad():
         z = backbone(xb).codes  # (1, K, *s)
-        edited = torch.cat([edit_codes(z, selection, bounds, float(a), rule, active_only) for a in alphas])
+        edited = torch.cat([edit_codes(z, selection, bounds, float(a), rule, active_only, prototypes)
+                            for a in alphas])
         images = backbone.decode_codes(edited)
         predicted = model.mapper(edited)
     maps = None
     if saliency:
-        directions = torch.cat([edit_direction(z, selection, bounds, float(a), rule, active_only) for a in alphas])
+        directions = torch.cat([edit_direction(z, selection, bounds, float(a), rule, active_only, prototypes)
+                                for a in alphas])
         maps = edited_atom_saliency(backbone.decode_codes, edited, selection.atoms, directions).cpu()
     return EditSweep(alphas=alphas.cpu(), images=images.cpu(), saliency=maps, predicted=predicted.cpu(),
                      selection=selection, rule=rule, active_only=active_only)
 
 
 __all__ = [
-    "AtomBounds", "AtomSelection", "BOUNDS_NAME", "EditSweep", "RULES", "alpha_grid", "bounds_from_codes",
-    "collect_codes", "edit_codes", "edit_direction", "edit_sweep", "edit_targets", "run_atom_bounds",
-    "select_atoms",
+    "AtomBounds", "AtomSelection", "AttributePrototypes", "BOUNDS_NAME", "EditSweep", "RULES", "alpha_grid",
+    "bounds_from_codes", "collect_codes", "edit_codes", "edit_direction", "edit_sweep", "edit_targets", "run_atom_bounds",
+    "prototypes_from_codes", "run_prototypes", "select_atoms",
 ]

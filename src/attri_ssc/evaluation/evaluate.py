@@ -127,6 +127,7 @@ def evaluate_predictions(run: LoadedRun, preds: Predictions, weights_dir: str | 
         results["attribute_proxy_disentanglement"] = compute_all(preds.attributes.numpy(), truth,
                                                                  attribute_dims=list(range(len(names))))
         results["code_density"] = preds.density
+        results["code_statistics"] = preds.code_statistics
         mapper = run.model.mapper
         results["atoms"] = {name: mapper.atoms_of(i) for i, name in enumerate(names)}
     return _finite_or_none(results)

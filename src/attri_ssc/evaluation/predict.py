@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -26,6 +27,8 @@ class Predictions:
         raw_attributes: ground truth in physical units (N, A); labels: N/P (N,).
         case_ids, slice_index: where each sample comes from.
         density: mean fraction of non-zero codes (Attri-SSC-VAE), else None.
+        code_statistics: how the codes are sparse (Attri-SSC-VAE, else None); see
+            :func:`code_statistics`.
     """
 
     images: Tensor
@@ -38,6 +41,33 @@ class Predictions:
     case_ids: list[str]
     slice_index: list[int]
     density: float | None
+    code_statistics: dict[str, Any] | None = None
+
+
+def code_statistics(codes: Tensor) -> dict[str, Any]:
+    """How sparse codes Z (N, K, *s) are, beyond their density.
+
+    A density of 0.25 can mean every location uses a quarter of the atoms, or that a quarter
+    of the atoms are on everywhere and the rest never (a dense code over fewer atoms).
+
+    Returns:
+        ``density`` (fraction of non-zero entries), ``live_atoms`` (non-zero somewhere),
+        ``always_on_atoms`` (non-zero at >= 99 % of locations), ``n_atoms`` (K) and
+        ``active_per_location`` (10th, 50th and 90th percentiles of the number of non-zero
+        atoms at a location).
+    """
+    active = codes != 0
+    k = codes.shape[1]
+    per_atom = active.transpose(0, 1).reshape(k, -1).double().mean(dim=1)  # (K,) fraction of locations
+    per_location = active.sum(dim=1).flatten().double()  # (N·|s|,)
+    q = torch.quantile(per_location, torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64))
+    return {
+        "density": float(active.double().mean()),
+        "n_atoms": int(k),
+        "live_atoms": int((per_atom > 0).sum()),
+        "always_on_atoms": int((per_atom >= 0.99).sum()),
+        "active_per_location": {"p10": float(q[0]), "p50": float(q[1]), "p90": float(q[2])},
+    }
 
 
 @torch.no_grad()
@@ -47,7 +77,7 @@ def predict(run: LoadedRun, dataset, batch_size: int = 16, progress: bool = Fals
     device = next(model.parameters()).device
     n_attr = len(run.attribute_names)
     keep: dict[str, list] = {k: [] for k in ("images", "clean", "recon", "attributes", "latents", "raw", "labels",
-                                             "ids", "slices", "density")}
+                                             "ids", "slices", "density", "codes")}
     starts = range(0, len(dataset), batch_size)
     for start in tqdm(starts, desc="predict", disable=not progress, leave=False):
         batch = default_collate([dataset[i] for i in range(start, min(len(dataset), start + batch_size))])
@@ -57,6 +87,7 @@ def predict(run: LoadedRun, dataset, batch_size: int = 16, progress: bool = Fals
             recon, pred = out.ssc.recon, out.attributes
             latents = model.mapper.features(out.ssc.codes)
             keep["density"].append(float(out.ssc.density) * x.shape[0])
+            keep["codes"].append(out.ssc.codes.float().cpu())
         else:
             recon, pred, latents = out.recon, out.mu[:, :n_attr], out.mu
         keep["images"].append(batch["image"])
@@ -81,4 +112,5 @@ def predict(run: LoadedRun, dataset, batch_size: int = 16, progress: bool = Fals
         case_ids=keep["ids"],
         slice_index=keep["slices"],
         density=(sum(keep["density"]) / n) if keep["density"] else None,
+        code_statistics=code_statistics(torch.cat(keep["codes"])) if keep["codes"] else None,
     )

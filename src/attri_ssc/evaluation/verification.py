@@ -29,7 +29,8 @@ import numpy as np
 import torch
 from scipy import stats
 
-from attri_ssc.evaluation.editing import AtomBounds, alpha_grid, collect_codes, edit_codes, select_atoms
+from attri_ssc.evaluation.editing import (AtomBounds, AttributePrototypes, alpha_grid, collect_codes, edit_codes,
+                                          select_atoms)
 from attri_ssc.evaluation.judge import measure_batch
 from attri_ssc.evaluation.sampling import decode_samples
 
@@ -57,8 +58,10 @@ class EditVariant:
         return self.rule + ("+active_only" if self.active_only else "") + ("+exclusive" if self.exclusive else "")
 
 
-#: The variants verified by default.
+#: The variants verified by default (the ``prototype`` ones only when prototypes are given).
 VARIANTS: tuple[EditVariant, ...] = (
+    EditVariant("prototype"),
+    EditVariant("prototype", active_only=True),
     EditVariant("magnitude"),
     EditVariant("magnitude", active_only=True),
     EditVariant("magnitude", exclusive=True),
@@ -138,11 +141,13 @@ def _nanmean(x: Sequence[float]) -> float | None:
 
 def judged_responses(model, held_out: HeldOut, attribute: int, bounds: AtomBounds, alphas: torch.Tensor,
                      spacing_mm: float, top_k: int, variant: EditVariant,
-                     codes: torch.Tensor | None = None, batch_size: int = 32) -> dict[str, np.ndarray]:
+                     codes: torch.Tensor | None = None, batch_size: int = 32,
+                     prototypes: AttributePrototypes | None = None) -> dict[str, np.ndarray]:
     """Judge every edit of every held-out image (all NaN when the variant leaves no atom to edit).
 
     Args:
         codes: the held-out images' codes (N, K, *s) if already computed (else encoded here).
+        prototypes: the ``prototype`` rule's code maps (required by that rule).
     Returns:
         name → (N, n_alpha) judged values (NaN where the judge fails) for each of
         :data:`JUDGED`, plus ``predicted`` (N, n_alpha) the model's own â of the target
@@ -156,7 +161,7 @@ def judged_responses(model, held_out: HeldOut, attribute: int, bounds: AtomBound
         return out
     z = collect_codes(model.backbone, held_out.images, batch_size) if codes is None else codes
     for k, a in enumerate(alphas.tolist()):
-        edited = edit_codes(z, selection, bounds, a, variant.rule, variant.active_only)
+        edited = edit_codes(z, selection, bounds, a, variant.rule, variant.active_only, prototypes)
         images = decode_samples(model.backbone, edited, batch_size)  # clamped to [0, 1]
         got = measure_batch(images, spacing_mm, held_out.slice_thickness_mm)
         for name in JUDGED:
@@ -230,7 +235,8 @@ def summarise(responses: dict[str, np.ndarray], alphas: np.ndarray, target: str,
 def verify_edits(model, held_out: HeldOut, attribute_names: Sequence[str], bounds: AtomBounds, spacing_mm: float,
                  scale: dict[str, float], top_k: int, steps: int = 9,
                  variants: Sequence[EditVariant] = VARIANTS,
-                 attributes: Sequence[str] | None = None) -> dict[str, Any]:
+                 attributes: Sequence[str] | None = None,
+                 prototypes: AttributePrototypes | None = None) -> dict[str, Any]:
     """Verify edits of every judged attribute under each (rule, active_only) variant.
 
     Args:
@@ -244,6 +250,7 @@ def verify_edits(model, held_out: HeldOut, attribute_names: Sequence[str], bound
         steps: α grid size (odd).
         variants: the :class:`EditVariant` s to verify.
         attributes: which attributes to edit (default: every judged one the model supervises).
+        prototypes: code maps for the ``prototype`` rule; without them its variants are skipped.
     Returns:
         JSON-ready dict: settings and ``results[variant][attribute]`` from :func:`summarise`.
     """
@@ -255,10 +262,12 @@ def verify_edits(model, held_out: HeldOut, attribute_names: Sequence[str], bound
     codes = collect_codes(model.backbone, held_out.images)
     results: dict[str, Any] = {}
     for variant in variants:
+        if variant.rule == "prototype" and prototypes is None:
+            continue
         per_attr = {}
         for target in wanted:
             responses = judged_responses(model, held_out, names.index(target), bounds, alphas, spacing_mm, top_k,
-                                         variant, codes=codes)
+                                         variant, codes=codes, prototypes=prototypes)
             per_attr[target] = summarise(responses, alphas.numpy().astype(np.float64), target, scale)
             per_attr[target]["atoms"] = list(select_atoms(model.mapper.effective_weight(), names.index(target),
                                                           top_k, variant.exclusive).atoms)
@@ -273,6 +282,7 @@ def verify_edits(model, held_out: HeldOut, attribute_names: Sequence[str], bound
         "alphas": [float(a) for a in alphas],
         "top_k": int(top_k),
         "bounds_percentile": bounds.percentile,
+        "prototype_quantile": None if prototypes is None else prototypes.quantile,
         "scale": {k: float(v) for k, v in scale.items()},
         "headline_leakage_onto": {k: list(v) for k, v in HEADLINE_OTHERS.items()},
         "results": results,
@@ -288,7 +298,9 @@ def verification_markdown(report: dict[str, Any], targets: dict[str, float] | No
         "",
         f"{report['n_images']} held-out images from {len(report['cases'])} cases; α grid of "
         f"{len(report['alphas'])} values in [−1, 1]; top-{report['top_k']} atoms; bounds at the "
-        f"{report['bounds_percentile']:g}th percentile.",
+        f"{report['bounds_percentile']:g}th percentile"
+        + (f"; prototypes from the training images beyond the {report['prototype_quantile']:g} quantiles"
+           if report.get("prototype_quantile") else "") + ".",
         "Monotonicity: mean per-image Spearman ρ(α, judged attribute). Leakage: mean |slope| of another "
         "judged attribute over the target's, in units of each one's spread over the held-out inputs; the "
         "headline counts the attribute that should stay put ("

@@ -200,6 +200,14 @@ def build_report(demo_dir: str | Path, out_dir: str | Path | None = None) -> tup
                  "dimension for AR-VAE/Attri-VAE, latent dimension m for the unregularised VAEs) and the "
                  "ground-truth attribute on test slices.")
         report.table(["model"] + list(names) + ["code density"], rows)
+    stats = ssc_results.get("code_statistics")
+    if stats:
+        per = stats["active_per_location"]
+        report.p(f"Codes of the test slices: density {stats['density']:.3f}; {stats['live_atoms']} of "
+                 f"{stats['n_atoms']} atoms fire somewhere, {stats['always_on_atoms']} fire at (nearly) every "
+                 f"location; atoms active per location: median {per['p50']:.0f} (10th–90th percentile "
+                 f"{per['p10']:.0f}–{per['p90']:.0f}). A low density made of a few always-on atoms would be a "
+                 "dense code over fewer atoms, not a sparse one.")
     if ssc_results.get("atoms"):
         report.table(["attribute", "atoms (strongest first)"],
                      [[k, ", ".join(map(str, v))] for k, v in ssc_results["atoms"].items()])
@@ -262,7 +270,10 @@ def _summary_lines(results: dict[str, Any], summary: dict[str, Any], interp: dic
         lines.append("held-out Spearman ρ(â, a): " + ", ".join(
             f"{k} {v['spearman']:.3f}" if v.get("spearman") is not None else f"{k} –" for k, v in attrs.items()))
     if results.get("code_density") is not None:
-        lines.append(f"code density {results['code_density']:.3f}; training "
+        stats = results.get("code_statistics") or {}
+        live = (f" ({stats['live_atoms']} live atoms, median {stats['active_per_location']['p50']:.0f} "
+                f"active per location)") if stats else ""
+        lines.append(f"code density {results['code_density']:.3f}{live}; training "
                      f"{summary.get('wall_time_s_this_process', float('nan')) / 60:.1f} min, "
                      f"{summary.get('global_steps', '?')} steps")
     ver = (interp.get("verification") or {}).get("summary")
