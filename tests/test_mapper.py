@@ -1,9 +1,11 @@
 """Attribute mapper: least-squares initialisation, support freezing, one-to-one ablation."""
 
 import numpy as np
+import pytest
 import torch
+from scipy import stats
 
-from attri_ssc.models.mapper import AttributeMapper, atom_usage, normalized_usage, select_support
+from attri_ssc.models.mapper import AttributeMapper, atom_usage, normalized_usage, select_support, usage_agreement
 
 
 def test_usage_is_mean_absolute_code_and_normalisation_sums_to_scale():
@@ -52,3 +54,24 @@ def test_one_to_one_support_has_no_shared_atom():
     assert mask.sum(1).tolist() == [1.0, 1.0, 1.0]
     assert mask.sum(0).max() == 1.0
     assert mask[0, 0] == 1 and mask[1, 1] == 1 and mask[2, 2] == 1
+
+
+def test_usage_agreement_drops_atoms_that_track_the_attribute_only_through_the_normaliser():
+    # Atom 0 fires the same everywhere: its K·ũ falls as the total usage grows with the
+    # attribute, so least squares gives it a large negative weight although it draws nothing.
+    torch.manual_seed(4)
+    n = 300
+    a = torch.rand(n)
+    usage = torch.stack([torch.full((n,), 1.0), 0.2 + a + 0.05 * torch.randn(n), 0.5 - 0.3 * a + 0.05 * torch.randn(n)], dim=1)
+    weight = torch.tensor([[-3.0, 1.0, 0.2]])
+    score = usage_agreement(weight, usage, a[:, None])
+    r = [stats.pearsonr(usage[:, j].numpy(), a.numpy()).statistic if usage[:, j].std() > 0 else 0.0 for j in range(3)]
+    expected = [abs(w) * max(0.0, np.sign(w) * rj) for w, rj in zip(weight[0].tolist(), r)]
+    assert score[0].tolist() == pytest.approx(expected, abs=1e-5)
+    assert score[0, 0] == 0  # constant usage: no agreement
+    assert select_support(weight, top_k=1).tolist() == [[1.0, 0.0, 0.0]]
+    assert select_support(weight, top_k=1, score=score).tolist() == [[0.0, 1.0, 0.0]]
+    # rows with fewer than k positive scores are filled by |W|
+    assert select_support(weight, top_k=2, score=score).tolist() == [[1.0, 1.0, 0.0]]
+    with pytest.raises(ValueError, match="score"):
+        select_support(weight, top_k=1, score=score[:, :2])

@@ -123,3 +123,35 @@ def test_init_from_a_stage_boundary_shares_earlier_stages(phantom_dir, tmp_path)
     # Stage III started from the same Stage II weights: the reference W is the same up to the support.
     ref_fork = w_fork["model.mapper.reference"]
     assert torch.equal(ref_fork[ref_fork != 0], w_base["model.mapper.reference"][ref_fork != 0])
+
+
+def test_usage_agreement_support_matches_an_independent_computation(phantom_dir, tmp_path):
+    from attri_ssc.checkpoint import load_checkpoint
+    from attri_ssc.data.datasets import build_datasets
+    from attri_ssc.models.mapper import atom_usage, select_support, usage_agreement
+    from attri_ssc.training.families import FAMILIES
+    from attri_ssc.training.state import load_model_tensors
+
+    cfg = _cfg(tmp_path, "train.support_rank=usage_agreement")
+    run = tmp_path / "run"
+    train(cfg, phantom_dir, run, progress=False)
+    # Recompute the Stage III support from the Stage II checkpoint with plain tensor code.
+    tensors, meta = load_checkpoint(run / "checkpoints" / "after_stage2")
+    model = FAMILIES["attri_ssc"].build(cfg, len(meta["attribute_names"]))
+    load_model_tensors(model, tensors)
+    model.eval()
+    bundle = build_datasets(phantom_dir, cfg.data, seed=cfg.train.seed)
+    with torch.no_grad():
+        usage = atom_usage(model.backbone(bundle.train.images).codes)
+    score = usage_agreement(model.mapper.weight, usage, bundle.train.attributes)
+    expected = select_support(model.mapper.weight, cfg.train.top_k, score=score)
+    # on this data the two rankings differ, so the check below tells them apart
+    assert not torch.equal(expected, select_support(model.mapper.weight, cfg.train.top_k))
+    support = _weights(run)["model.mapper.support"]
+    assert torch.equal(support, expected)
+    # every kept atom's raw usage rises with its attribute in W's direction, where any can
+    w = model.mapper.weight.detach()
+    for m in range(w.shape[0]):
+        kept = torch.nonzero(support[m]).flatten()
+        if int((score[m] > 0).sum()) >= cfg.train.top_k:
+            assert torch.all(score[m, kept] > 0)

@@ -30,6 +30,7 @@ import yaml
 from attri_ssc.errors import ConfigError
 
 MODEL_FAMILIES = ("attri_ssc", "vae", "beta_vae", "ar_vae", "attri_vae")
+SUPPORT_RANKS = ("weight", "usage_agreement")
 GS_VARIANTS = ("l1", "group")
 PRECISIONS = ("fp32", "bf16")
 
@@ -99,6 +100,12 @@ class TrainConfig:
         seed: seeds model init, batch order and the split (unless the data config sets one).
         delta: tanh sharpness δ of the AR loss (Eq. 10; Table 7: 10).
         top_k: atoms kept per attribute in Stage III (Table 7: 5); <= K.
+        support_rank: how Stage III ranks atoms for the top-k support: ``weight`` (|W_m,j|,
+            the paper) or ``usage_agreement`` (|W_m,j| times how far the atom's *raw* usage
+            u_j rises with the attribute in W's direction, max(0, sign(W_m,j)·r(u_j, a_m)),
+            Pearson r over the training set). ũ is normalised, so an atom whose usage never
+            changes still tracks any attribute that changes the total usage, through the
+            denominator; such an atom predicts the attribute without drawing it.
         gs_variant: ``l1`` (Eq. 12 as printed) or ``group`` (row/column mixed norms).
         gs_normalize: divide the group-sparsity penalty by the number of W entries
             (DESIGN.md "Scale of W").
@@ -124,6 +131,7 @@ class TrainConfig:
     seed: int = 0
     delta: float = 10.0
     top_k: int = 5
+    support_rank: str = "weight"
     gs_variant: str = "l1"
     gs_normalize: bool = True
     one_to_one: bool = False
@@ -153,6 +161,8 @@ class TrainConfig:
             raise ConfigError(f"train.device must be auto, cpu or cuda, got {self.device!r}")
         if self.top_k < 1:
             raise ConfigError(f"train.top_k must be >= 1, got {self.top_k}")
+        if self.support_rank not in SUPPORT_RANKS:
+            raise ConfigError(f"train.support_rank must be one of {SUPPORT_RANKS}, got {self.support_rank!r}")
         if not self.delta > 0:
             raise ConfigError(f"train.delta must be > 0, got {self.delta}")
         if self.ridge < 0:

@@ -84,13 +84,14 @@ class AttributeMapper(nn.Module):
         self.support.fill_(1.0)
 
     @torch.no_grad()
-    def freeze_support(self, top_k: int, one_to_one: bool = False) -> None:
+    def freeze_support(self, top_k: int, one_to_one: bool = False, score: Tensor | None = None) -> None:
         """Stage III: keep the top-k atoms per attribute by |W|; zero the rest; store W_stage2.
 
         With ``one_to_one`` (Table 4's ablation) each attribute keeps a single atom and no
         atom is shared: attributes pick greedily in order of their strongest weight.
+        ``score`` (|A|, K) ranks atoms instead of |W| (see :func:`select_support`).
         """
-        self.support.copy_(select_support(self.weight, top_k, one_to_one))
+        self.support.copy_(select_support(self.weight, top_k, one_to_one, score))
         self.weight.mul_(self.support)
         self.reference.copy_(self.weight)
 
@@ -106,12 +107,42 @@ class AttributeMapper(nn.Module):
         return [int(j) for j in order if self.support[attribute, j] > 0 and w[j] > 0]
 
 
-def select_support(weight: Tensor, top_k: int, one_to_one: bool = False) -> Tensor:
-    """0/1 mask (|A|, K) keeping the top-k |W| entries per row (or one unshared atom per row)."""
+def usage_agreement(weight: Tensor, usage: Tensor, attributes: Tensor) -> Tensor:
+    """``|W_m,j| · max(0, sign(W_m,j) · r(u_j, a_m))``, (|A|, K): W's weight where the atom's raw
+    usage rises with the attribute in the direction W claims, zero where it does not.
+
+    Args:
+        weight: W (|A|, K).
+        usage: raw usages u (N, K) over the training set (not normalised).
+        attributes: (N, |A|).
+    """
+    u = usage.double() - usage.double().mean(0)
+    a = attributes.double() - attributes.double().mean(0)
+    cov = a.t() @ u  # (|A|, K)
+    norm = a.norm(dim=0)[:, None] * u.norm(dim=0)[None, :]
+    r = torch.where(norm > 0, cov / norm.clamp_min(1e-300), torch.zeros_like(cov))
+    w = weight.detach().double()
+    return (w.abs() * torch.clamp(torch.sign(w) * r, min=0.0)).to(weight.dtype)
+
+
+def select_support(weight: Tensor, top_k: int, one_to_one: bool = False, score: Tensor | None = None) -> Tensor:
+    """0/1 mask (|A|, K) keeping the top-k entries per row (or one unshared atom per row).
+
+    Entries are ranked by |W|, or by ``score`` (|A|, K) when given (ties, e.g. rows with
+    fewer than k positive scores, are broken by |W|).
+    """
     n_attr, n_atoms = weight.shape
     if not 1 <= top_k <= n_atoms:
         raise ValueError(f"top_k must be in [1, {n_atoms}], got top_k={top_k}")
     magnitude = weight.detach().abs()
+    if score is not None:
+        if score.shape != weight.shape:
+            raise ValueError(f"score must have W's shape {tuple(weight.shape)}, got {tuple(score.shape)}")
+        # rank by score first, |W| second: score + |W| scaled below the smallest positive score gap
+        mag = magnitude / magnitude.max().clamp_min(1e-30)
+        positive = score[score > 0]
+        tiny = 1e-6 * (float(positive.min()) if positive.numel() else 1.0)
+        magnitude = score.detach().to(magnitude) + tiny * mag
     mask = torch.zeros_like(magnitude)
     if not one_to_one:
         idx = torch.topk(magnitude, top_k, dim=1).indices

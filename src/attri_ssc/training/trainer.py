@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from attri_ssc.config import ExperimentConfig, StageSpec, dump_yaml
 from attri_ssc.errors import CheckpointError, ConfigError, NumericalError
 from attri_ssc.io_utils import write_json, write_text
+from attri_ssc.models.mapper import atom_usage, usage_agreement
 from attri_ssc.seeding import set_seed
 from attri_ssc.training import distributed as dist_utils
 from attri_ssc.training.families import FAMILIES, post_step
@@ -173,8 +174,9 @@ def to_device(batch: dict[str, Any], device: torch.device, channels_last: bool) 
 
 @torch.no_grad()
 def collect_usage_features(model: nn.Module, dataset, device: torch.device, batch_size: int,
-                           info: dist_utils.DistInfo) -> tuple[Tensor, Tensor]:
-    """K·ũ and scaled attributes over this rank's shard of ``dataset``, gathered from all ranks."""
+                           info: dist_utils.DistInfo, raw: bool = False) -> tuple[Tensor, Tensor]:
+    """K·ũ (or, with ``raw``, the usages u) and scaled attributes over this rank's shard of
+    ``dataset``, gathered from all ranks."""
     was_training = model.training
     model.eval()
     indices = list(range(info.rank, len(dataset), info.world_size))
@@ -182,7 +184,7 @@ def collect_usage_features(model: nn.Module, dataset, device: torch.device, batc
     for start in range(0, len(indices), batch_size):
         batch = default_collate([dataset[i] for i in indices[start:start + batch_size]])
         out = model.backbone(batch["image"].to(device))
-        feats.append(model.mapper.features(out.codes).float())
+        feats.append((atom_usage(out.codes) if raw else model.mapper.features(out.codes)).float())
         attrs.append(batch["attributes"].to(device).float())
     model.train(was_training)
     features = dist_utils.all_gather_rows(torch.cat(feats), info)
@@ -203,7 +205,11 @@ def start_stage(model: nn.Module, stage: StageSpec, cfg: ExperimentConfig, train
         facts["w0_abs_max"] = float(mapper.weight.detach().abs().max())
         facts["w0_fit_r2"] = _r2(features.to(device) @ mapper.weight.detach().t(), attributes.to(device))
     if stage.freeze_support:
-        mapper.freeze_support(cfg.train.top_k if not cfg.train.one_to_one else 1, cfg.train.one_to_one)
+        score = None
+        if cfg.train.support_rank == "usage_agreement":
+            usage, attributes = collect_usage_features(model, train_set, device, cfg.train.batch_size, info, raw=True)
+            score = usage_agreement(mapper.weight, usage.to(device), attributes.to(device))
+        mapper.freeze_support(cfg.train.top_k if not cfg.train.one_to_one else 1, cfg.train.one_to_one, score)
         facts["support"] = {str(m): mapper.atoms_of(m) for m in range(mapper.n_attributes)}
     return facts
 
