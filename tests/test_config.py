@@ -39,6 +39,7 @@ def test_overrides_parse_yaml_scalars_and_list_indices():
     ("train.family=gan", "family"),
     ("train.bogus=1", "bogus"),
     ("model.input_size=24", "input_size"),
+    ("train.support_rank=loudest", "support_rank"),
 ])
 def test_invalid_values_raise_config_errors_naming_the_field(override, needle):
     with pytest.raises(ConfigError, match=needle):
@@ -48,3 +49,8 @@ def test_invalid_values_raise_config_errors_naming_the_field(override, needle):
 def test_unknown_preset_lists_the_known_ones():
     with pytest.raises(ConfigError, match="demo-2d"):
         load_config("no-such-preset")
+
+
+def test_exclusive_support_needs_enough_atoms():
+    with pytest.raises(ConfigError, match="exclusive_support"):
+        load_config("smoke", ["train.exclusive_support=true", "train.top_k=5"])  # 4 attributes x 5 > K = 16

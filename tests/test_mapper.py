@@ -75,3 +75,24 @@ def test_usage_agreement_drops_atoms_that_track_the_attribute_only_through_the_n
     assert select_support(weight, top_k=2, score=score).tolist() == [[1.0, 1.0, 0.0]]
     with pytest.raises(ValueError, match="score"):
         select_support(weight, top_k=1, score=score[:, :2])
+
+
+def test_exclusive_support_keeps_k_atoms_per_row_and_shares_none():
+    torch.manual_seed(6)
+    weight = torch.randn(4, 20)
+    weight[:, 0] = 10.0 + 0.1 * torch.arange(4)  # every row's strongest atom: only row 3 may keep it
+    mask = select_support(weight, top_k=3, exclusive=True)
+    assert mask.sum(1).tolist() == [3.0] * 4
+    assert mask.sum(0).max() == 1.0
+    assert mask[:, 0].tolist() == [0.0, 0.0, 0.0, 1.0]
+    # greedy oracle in plain Python
+    pairs = sorted(((abs(float(weight[m, j])), m, j) for m in range(4) for j in range(20)), reverse=True)
+    taken, rows = set(), {m: [] for m in range(4)}
+    for _, m, j in pairs:
+        if j not in taken and len(rows[m]) < 3:
+            taken.add(j)
+            rows[m].append(j)
+    for m in range(4):
+        assert sorted(torch.nonzero(mask[m]).flatten().tolist()) == sorted(rows[m])
+    with pytest.raises(ValueError, match="exclusive"):
+        select_support(weight, top_k=6, exclusive=True)

@@ -110,6 +110,8 @@ class TrainConfig:
         gs_normalize: divide the group-sparsity penalty by the number of W entries
             (DESIGN.md "Scale of W").
         one_to_one: Table 4's ablation: each attribute bound to a single atom of its own.
+        exclusive_support: Stage III keeps top_k atoms per attribute but shares none between
+            attributes (beyond the paper; shared atoms make edits leak). Needs K >= |A|·top_k.
         ridge: ridge term of Stage II's least-squares initialisation of W.
         mapper_lr: learning rate of W (None: the stage's lr).
         val_every: validate every this many steps (0: at stage ends only).
@@ -135,6 +137,7 @@ class TrainConfig:
     gs_variant: str = "l1"
     gs_normalize: bool = True
     one_to_one: bool = False
+    exclusive_support: bool = False
     ridge: float = 1e-3
     mapper_lr: float | None = None
     val_every: int = 0
@@ -201,6 +204,9 @@ class ExperimentConfig:
             n_attr = len(self.data.attributes)
             if self.train.one_to_one and n_attr > n_atoms:
                 raise ConfigError(f"one_to_one needs K >= number of attributes ({n_attr}), got K={n_atoms}")
+            if self.train.exclusive_support and n_attr * self.train.top_k > n_atoms:
+                raise ConfigError(f"train.exclusive_support needs K >= attributes x top_k "
+                                  f"({n_attr} x {self.train.top_k}), got K={n_atoms}")
         if self.train.family == "attri_ssc":
             size = self.data.image_size
             expected = (size,) * 2 if self.data.spatial_dims == 2 else (self.data.n_slices, size, size)

@@ -84,14 +84,16 @@ class AttributeMapper(nn.Module):
         self.support.fill_(1.0)
 
     @torch.no_grad()
-    def freeze_support(self, top_k: int, one_to_one: bool = False, score: Tensor | None = None) -> None:
+    def freeze_support(self, top_k: int, one_to_one: bool = False, score: Tensor | None = None,
+                       exclusive: bool = False) -> None:
         """Stage III: keep the top-k atoms per attribute by |W|; zero the rest; store W_stage2.
 
         With ``one_to_one`` (Table 4's ablation) each attribute keeps a single atom and no
         atom is shared: attributes pick greedily in order of their strongest weight.
-        ``score`` (|A|, K) ranks atoms instead of |W| (see :func:`select_support`).
+        ``score`` (|A|, K) ranks atoms instead of |W|; ``exclusive`` forbids shared atoms (see
+        :func:`select_support`).
         """
-        self.support.copy_(select_support(self.weight, top_k, one_to_one, score))
+        self.support.copy_(select_support(self.weight, top_k, one_to_one, score, exclusive))
         self.weight.mul_(self.support)
         self.reference.copy_(self.weight)
 
@@ -125,11 +127,14 @@ def usage_agreement(weight: Tensor, usage: Tensor, attributes: Tensor) -> Tensor
     return (w.abs() * torch.clamp(torch.sign(w) * r, min=0.0)).to(weight.dtype)
 
 
-def select_support(weight: Tensor, top_k: int, one_to_one: bool = False, score: Tensor | None = None) -> Tensor:
+def select_support(weight: Tensor, top_k: int, one_to_one: bool = False, score: Tensor | None = None,
+                   exclusive: bool = False) -> Tensor:
     """0/1 mask (|A|, K) keeping the top-k entries per row (or one unshared atom per row).
 
     Entries are ranked by |W|, or by ``score`` (|A|, K) when given (ties, e.g. rows with
-    fewer than k positive scores, are broken by |W|).
+    fewer than k positive scores, are broken by |W|). With ``exclusive`` no atom is shared:
+    (attribute, atom) pairs are taken greedily from the strongest down, skipping atoms
+    already taken and rows already holding k atoms.
     """
     n_attr, n_atoms = weight.shape
     if not 1 <= top_k <= n_atoms:
@@ -144,6 +149,16 @@ def select_support(weight: Tensor, top_k: int, one_to_one: bool = False, score: 
         tiny = 1e-6 * (float(positive.min()) if positive.numel() else 1.0)
         magnitude = score.detach().to(magnitude) + tiny * mag
     mask = torch.zeros_like(magnitude)
+    if exclusive and not one_to_one:
+        if n_attr * top_k > n_atoms:
+            raise ValueError(f"exclusive supports need K >= |A|·top_k, got K={n_atoms}, |A|={n_attr}, top_k={top_k}")
+        taken_atoms: set[int] = set()
+        for flat in torch.argsort(magnitude.flatten(), descending=True, stable=True).tolist():
+            m, j = divmod(flat, n_atoms)
+            if j not in taken_atoms and mask[m].sum() < top_k:
+                taken_atoms.add(j)
+                mask[m, j] = 1.0
+        return mask
     if not one_to_one:
         idx = torch.topk(magnitude, top_k, dim=1).indices
         mask.scatter_(1, idx, 1.0)

@@ -209,7 +209,8 @@ def start_stage(model: nn.Module, stage: StageSpec, cfg: ExperimentConfig, train
         if cfg.train.support_rank == "usage_agreement":
             usage, attributes = collect_usage_features(model, train_set, device, cfg.train.batch_size, info, raw=True)
             score = usage_agreement(mapper.weight, usage.to(device), attributes.to(device))
-        mapper.freeze_support(cfg.train.top_k if not cfg.train.one_to_one else 1, cfg.train.one_to_one, score)
+        mapper.freeze_support(cfg.train.top_k if not cfg.train.one_to_one else 1, cfg.train.one_to_one, score,
+                              cfg.train.exclusive_support)
         facts["support"] = {str(m): mapper.atoms_of(m) for m in range(mapper.n_attributes)}
     return facts
 
