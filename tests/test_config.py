@@ -54,3 +54,4 @@ def test_unknown_preset_lists_the_known_ones():
 def test_exclusive_support_needs_enough_atoms():
     with pytest.raises(ConfigError, match="exclusive_support"):
         load_config("smoke", ["train.exclusive_support=true", "train.top_k=5"])  # 4 attributes x 5 > K = 16
+    load_config("smoke", ["train.exclusive_support=true", "train.top_k=5", "train.one_to_one=true"])  # 1 atom each

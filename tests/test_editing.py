@@ -189,7 +189,7 @@ def test_edit_direction_is_the_derivative_in_alpha(rule):
     for a0, a1 in ((0.25, 0.75), (-0.75, -0.25)):
         fd = (edit_codes(z, sel, _bounds(), a1, rule, prototypes=p)
               - edit_codes(z, sel, _bounds(), a0, rule, prototypes=p)) / (a1 - a0)
-        assert torch.allclose(edit_direction(z, sel, _bounds(), a0, rule, prototypes=p), fd, atol=1e-6)
+        assert torch.allclose(edit_direction(z, sel, _bounds(), a0, rule, prototypes=p), fd, atol=1e-12)
 
 
 def _linear_decoder(k: int, s: int, size: int, seed: int = 0):

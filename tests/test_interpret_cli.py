@@ -77,6 +77,7 @@ def test_verify_edits_writes_json_and_markdown_for_every_rule(smoke_run, tmp_pat
     assert set(rep["results"]) == {"prototype", "prototype+active_only", "magnitude", "magnitude+active_only",
                                    "magnitude+exclusive", "literal"}
     assert rep["prototype_quantile"] == 0.9
+    assert set(rep["prototype_counts"]) == {"lv_volume", "myo_volume", "wall_thickness", "infarct_volume"}
     assert rep["n_images"] == 2 and rep["alphas"] == [-1.0, 0.0, 1.0]
     for per_attr in rep["results"].values():
         assert set(per_attr) == {"lv_volume", "myo_volume", "wall_thickness"}

@@ -151,7 +151,21 @@ def test_usage_agreement_support_matches_an_independent_computation(phantom_dir,
     assert torch.equal(support, expected)
     # every kept atom's raw usage rises with its attribute in W's direction, where any can
     w = model.mapper.weight.detach()
-    for m in range(w.shape[0]):
-        kept = torch.nonzero(support[m]).flatten()
-        if int((score[m] > 0).sum()) >= cfg.train.top_k:
-            assert torch.all(score[m, kept] > 0)
+    full = [m for m in range(w.shape[0]) if int((score[m] > 0).sum()) >= cfg.train.top_k]
+    assert full  # at least one attribute has k atoms that agree
+    for m in full:
+        assert torch.all(score[m, torch.nonzero(support[m]).flatten()] > 0)
+
+
+def test_exclusive_support_shares_no_atom_after_stage3(phantom_dir, tmp_path):
+    run = tmp_path / "run"
+    cfg = _cfg(tmp_path, "train.exclusive_support=true", "train.top_k=3")  # 4 attributes x 3 <= K = 16
+    train(cfg, phantom_dir, run, progress=False)
+    support = _weights(run)["model.mapper.support"]
+    assert support.sum(1).tolist() == [3.0] * support.shape[0]
+    assert support.sum(0).max() == 1.0
+    # the plain top-3 of the same Stage II weights would share an atom, so the option did something
+    from attri_ssc.models.mapper import select_support
+
+    w2 = load_file(str(run / "checkpoints" / "after_stage2.safetensors"))["model.mapper.weight"]
+    assert select_support(w2, 3).sum(0).max() > 1

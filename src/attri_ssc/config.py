@@ -204,7 +204,7 @@ class ExperimentConfig:
             n_attr = len(self.data.attributes)
             if self.train.one_to_one and n_attr > n_atoms:
                 raise ConfigError(f"one_to_one needs K >= number of attributes ({n_attr}), got K={n_atoms}")
-            if self.train.exclusive_support and n_attr * self.train.top_k > n_atoms:
+            if self.train.exclusive_support and not self.train.one_to_one and n_attr * self.train.top_k > n_atoms:
                 raise ConfigError(f"train.exclusive_support needs K >= attributes x top_k "
                                   f"({n_attr} x {self.train.top_k}), got K={n_atoms}")
         if self.train.family == "attri_ssc":

@@ -1,7 +1,7 @@
 """Interpretation and generation subcommands (paper Section 4.2, Appendices A.4–A.5).
 
 * ``interpolate RUN CASE_A CASE_B --steps 8 --out PNG``: Eq. 16 between two images' codes.
-* ``edit RUN CASE --attribute NAME [--rule magnitude|literal] [--steps 9] --out PNG``:
+* ``edit RUN CASE --attribute NAME [--rule prototype|magnitude|literal] [--steps 9] --out PNG``:
   A.5's edit strip with saliency (Figure 3).
 * ``correlations RUN --out DIR``: Table 3, atoms per attribute, W heatmap.
 * ``verify-edits RUN --out DIR``: monotonicity and leakage of edits, measured by the
@@ -153,9 +153,13 @@ def _prototypes(run, bundle, quantile: float):
     """The prototype rule's code maps from the run's training split (:func:`run_prototypes`)."""
     from attri_ssc.evaluation.editing import run_prototypes
 
+    _check_quantile(quantile)
+    return run_prototypes(run, bundle.train.images, bundle.train.attributes, quantile)
+
+
+def _check_quantile(quantile: float) -> None:
     if not 0.5 < quantile < 1.0:
         raise ConfigError(f"--quantile must be in (0.5, 1), got {quantile}")
-    return run_prototypes(run, bundle.train.images, bundle.train.attributes, quantile)
 
 
 def _check_png(path: Path) -> None:
@@ -187,6 +191,7 @@ def _edit(args: argparse.Namespace) -> int:
     from attri_ssc.reports.figures import edit_strip
 
     _check_png(args.out)
+    _check_quantile(args.quantile)
     try:
         alphas = alpha_grid(args.steps)
     except ValueError as exc:
@@ -245,6 +250,7 @@ def _verify(args: argparse.Namespace) -> int:
 
     if args.n_images < 2:
         raise ConfigError(f"--n-images must be >= 2, got {args.n_images}")
+    _check_quantile(args.quantile)
     run, bundle = load_run_and_data(args.run, args.data, args.device)
     if run.config.data.spatial_dims != 2:
         raise ConfigError("verify-edits measures 2D slices; this run is 3D")

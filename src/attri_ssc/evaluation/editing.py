@@ -9,13 +9,13 @@ set, for the top-k atoms only,
 
 With signed codes the atom's usage (what W reads, Eq. 7) is |Z|, so pushing a code toward a
 negative Z_min *raises* usage and the literal rule then edits in the wrong direction
-(DESIGN.md "Editing"). The default rule ``magnitude`` applies A.5's sign logic to
+(DESIGN.md "Editing"). The rule ``magnitude`` (these functions' default) applies A.5's sign logic to
 magnitudes: where sign(α) = sign(W_a,j) the code moves toward the atom's bound *of its own
 sign* (|Z| grows toward the robust bound magnitude, the sign is kept), otherwise toward 0.
 Locations where the atom is inactive (Z = 0) move toward the bound of the atom's dominant
 sign, unless ``active_only`` is set, in which case only already-active locations change.
 
-The rule ``prototype`` (beyond the paper) keeps A.5's atoms, α grid and interpolation
+The rule ``prototype`` (beyond the paper; the default of ``attri-ssc edit`` and of the report) keeps A.5's atoms, α grid and interpolation
 ``Z' = (1 − |α|) Z + |α| B`` but replaces the scalar bound of each atom by a *code map*:
 B is the mean training code map of the selected atoms over the images whose attribute lies
 at or above its q-th quantile (α > 0) or at or below its (1 − q)-th (α < 0). The images are
@@ -302,6 +302,9 @@ def edit_targets(codes: Tensor, selection: AtomSelection, bounds: AtomBounds, al
     if rule == "prototype":
         if prototypes is None:
             raise ValueError("rule='prototype' needs prototypes (see prototypes_from_codes)")
+        if not 0 <= selection.attribute < prototypes.high.shape[0]:
+            raise ValueError(f"prototypes cover {prototypes.high.shape[0]} attributes, the edit asks for "
+                             f"attribute {selection.attribute}")
         proto = prototypes.target(selection.attribute, float(alpha_sign), codes)
         if proto.shape != codes.shape[1:]:
             raise ValueError(f"prototypes are {tuple(proto.shape)} per attribute but codes are {tuple(codes.shape)}")

@@ -46,7 +46,7 @@ HEADLINE_OTHERS: dict[str, tuple[str, ...]] = {
 
 @dataclass(frozen=True)
 class EditVariant:
-    """How edits are made: the rule (``magnitude``/``literal``), whether only active locations
+    """How edits are made: the rule (``prototype``/``magnitude``/``literal``), whether only active locations
     move, whether atoms shared with other attributes are left out (see :mod:`editing`)."""
 
     rule: str = "magnitude"
@@ -283,6 +283,10 @@ def verify_edits(model, held_out: HeldOut, attribute_names: Sequence[str], bound
         "top_k": int(top_k),
         "bounds_percentile": bounds.percentile,
         "prototype_quantile": None if prototypes is None else prototypes.quantile,
+        # training images averaged into the (high, low) prototype of each attribute: ties (e.g. the many
+        # zero infarct volumes) make a group larger than (1 − q)·N
+        "prototype_counts": None if prototypes is None else {
+            name: [int(c) for c in prototypes.counts[i]] for i, name in enumerate(names)},
         "scale": {k: float(v) for k, v in scale.items()},
         "headline_leakage_onto": {k: list(v) for k, v in HEADLINE_OTHERS.items()},
         "results": results,

@@ -144,7 +144,7 @@ def select_support(weight: Tensor, top_k: int, one_to_one: bool = False, score: 
         if score.shape != weight.shape:
             raise ValueError(f"score must have W's shape {tuple(weight.shape)}, got {tuple(score.shape)}")
         # rank by score first, |W| second: the |W| term is at most 1e-6 of the smallest positive
-        # score, so it only orders the zero (and exactly tied) scores
+        # score, so it only orders the zero (and nearly tied) scores
         mag = magnitude / magnitude.max().clamp_min(1e-30)
         positive = score[score > 0]
         tiny = 1e-6 * (float(positive.min()) if positive.numel() else 1.0)
