@@ -149,12 +149,16 @@ def _top_k(run, top_k: int | None) -> int:
     return k
 
 
-def _prototypes(run, bundle, quantile: float):
-    """The prototype rule's code maps from the run's training split (:func:`run_prototypes`)."""
-    from attri_ssc.evaluation.editing import run_prototypes
+def _bounds_and_prototypes(run, bundle, percentile: float, quantile: float | None):
+    """The run's atom bounds and, unless ``quantile`` is None, the prototype rule's code maps,
+    encoding the training split at most once."""
+    from attri_ssc.evaluation.editing import collect_codes, prototypes_from_codes, run_atom_bounds
 
-    _check_quantile(quantile)
-    return run_prototypes(run, bundle.train.images, bundle.train.attributes, quantile)
+    train = bundle.train
+    codes = None if quantile is None else collect_codes(run.model.backbone, train.images)
+    bounds = run_atom_bounds(run, train.images, train.case_ids, percentile, codes=codes)
+    prototypes = None if codes is None else prototypes_from_codes(codes, train.attributes, quantile)
+    return bounds, prototypes
 
 
 def _check_quantile(quantile: float) -> None:
@@ -187,7 +191,7 @@ def _interpolate(args: argparse.Namespace) -> int:
 
 
 def _edit(args: argparse.Namespace) -> int:
-    from attri_ssc.evaluation.editing import alpha_grid, edit_sweep, run_atom_bounds, select_atoms
+    from attri_ssc.evaluation.editing import alpha_grid, edit_sweep, select_atoms
     from attri_ssc.reports.figures import edit_strip
 
     _check_png(args.out)
@@ -199,12 +203,12 @@ def _edit(args: argparse.Namespace) -> int:
     run, bundle = load_run_and_data(args.run, args.data, args.device)
     a = attribute_index(run, args.attribute)
     ds, i = resolve_item(bundle, args.case)
-    bounds = run_atom_bounds(run, bundle.train.images, bundle.train.case_ids, args.percentile)
+    bounds, prototypes = _bounds_and_prototypes(run, bundle, args.percentile,
+                                                args.quantile if args.rule == "prototype" else None)
     selection = select_atoms(run.model.mapper.effective_weight(), a, _top_k(run, args.top_k), args.exclusive)
     if not selection.atoms:
         raise ConfigError(f"attribute {args.attribute!r} has no atom to edit (non-zero in W"
                           f"{', used by no other attribute' if args.exclusive else ''})")
-    prototypes = _prototypes(run, bundle, args.quantile) if args.rule == "prototype" else None
     sweep = edit_sweep(run.model, ds[i]["image"], selection, bounds, alphas, args.rule, args.active_only,
                        prototypes=prototypes)
     pred = _unscale(bundle, sweep.predicted)[:, a]
@@ -244,7 +248,6 @@ def _correlations(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from attri_ssc.evaluation.editing import run_atom_bounds
     from attri_ssc.evaluation.verification import held_out_images, verification_markdown, verify_edits
     from attri_ssc.io_utils import write_json, write_text
 
@@ -259,8 +262,7 @@ def _verify(args: argparse.Namespace) -> int:
         held_out, scale = held_out_images(_split(bundle, args.split), bundle.cases, spacing, args.n_images)
     except ValueError as exc:
         raise DataError(f"{args.split} split: {exc}") from None
-    bounds = run_atom_bounds(run, bundle.train.images, bundle.train.case_ids, args.percentile)
-    prototypes = _prototypes(run, bundle, args.quantile)
+    bounds, prototypes = _bounds_and_prototypes(run, bundle, args.percentile, args.quantile)
     try:
         report = verify_edits(run.model, held_out, run.attribute_names, bounds, spacing, scale,
                               _top_k(run, args.top_k), steps=args.steps, prototypes=prototypes)

@@ -171,13 +171,6 @@ def prototypes_from_codes(codes: Tensor, attributes: Tensor, quantile: float = 0
                                torch.tensor(counts))
 
 
-def run_prototypes(run, train_images: Tensor, train_attributes: Tensor, quantile: float = 0.9,
-                   batch_size: int = 32) -> AttributePrototypes:
-    """Prototypes of a run's training set (codes from the run's backbone)."""
-    return prototypes_from_codes(collect_codes(run.model.backbone, train_images, batch_size), train_attributes,
-                                 quantile)
-
-
 def _file_digest(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -187,7 +180,7 @@ def _file_digest(path: Path) -> str:
 
 
 def run_atom_bounds(run, train_images: Tensor, train_ids: Sequence[str], percentile: float = 99.0,
-                    batch_size: int = 32) -> AtomBounds:
+                    batch_size: int = 32, codes: Tensor | None = None) -> AtomBounds:
     """Bounds of a run, computed once and cached in ``RUN/atom_bounds.json``.
 
     The cache is reused only when the model weights (SHA-256 of ``model.safetensors``),
@@ -198,6 +191,8 @@ def run_atom_bounds(run, train_images: Tensor, train_ids: Sequence[str], percent
         train_images: (N, 1, *S) training images.
         train_ids: the N items' case ids (part of the cache key).
         percentile: see :func:`bounds_from_codes`.
+        codes: the training images' codes (N, K, *s) if the caller already has them (used on a
+            cache miss instead of encoding the images again).
     """
     from attri_ssc.io_utils import read_json, write_json
 
@@ -219,7 +214,9 @@ def run_atom_bounds(run, train_images: Tensor, train_ids: Sequence[str], percent
     entry = cache.get("bounds", {}).get(f"{float(percentile):g}")
     if entry is not None:
         return AtomBounds.from_dict(entry)
-    bounds = bounds_from_codes(collect_codes(run.model.backbone, train_images, batch_size), percentile)
+    if codes is None:
+        codes = collect_codes(run.model.backbone, train_images, batch_size)
+    bounds = bounds_from_codes(codes, percentile)
     cache = {"key": key, "bounds": {**cache.get("bounds", {}), f"{float(percentile):g}": bounds.to_dict()}}
     write_json(path, cache)
     return bounds
@@ -426,5 +423,5 @@ def edit_sweep(model, x: Tensor, selection: AtomSelection, bounds: AtomBounds, a
 __all__ = [
     "AtomBounds", "AtomSelection", "AttributePrototypes", "BOUNDS_NAME", "EditSweep", "RULES", "alpha_grid",
     "bounds_from_codes", "collect_codes", "edit_codes", "edit_direction", "edit_sweep", "edit_targets", "run_atom_bounds",
-    "prototypes_from_codes", "run_prototypes", "select_atoms",
+    "prototypes_from_codes", "select_atoms",
 ]

@@ -77,7 +77,7 @@ def predict(run: LoadedRun, dataset, batch_size: int = 16, progress: bool = Fals
     device = next(model.parameters()).device
     n_attr = len(run.attribute_names)
     keep: dict[str, list] = {k: [] for k in ("images", "clean", "recon", "attributes", "latents", "raw", "labels",
-                                             "ids", "slices", "density", "codes")}
+                                             "ids", "slices", "codes")}
     starts = range(0, len(dataset), batch_size)
     for start in tqdm(starts, desc="predict", disable=not progress, leave=False):
         batch = default_collate([dataset[i] for i in range(start, min(len(dataset), start + batch_size))])
@@ -86,7 +86,6 @@ def predict(run: LoadedRun, dataset, batch_size: int = 16, progress: bool = Fals
         if run.family == "attri_ssc":
             recon, pred = out.ssc.recon, out.attributes
             latents = model.mapper.features(out.ssc.codes)
-            keep["density"].append(float(out.ssc.density) * x.shape[0])
             keep["codes"].append(out.ssc.codes.float().cpu())
         else:
             recon, pred, latents = out.recon, out.mu[:, :n_attr], out.mu
@@ -100,7 +99,7 @@ def predict(run: LoadedRun, dataset, batch_size: int = 16, progress: bool = Fals
         keep["labels"].append(batch["label"])
         keep["ids"].extend(batch["case_id"])
         keep["slices"].extend(int(s) for s in batch["slice_index"])
-    n = len(dataset)
+    stats = code_statistics(torch.cat(keep["codes"])) if keep["codes"] else None
     return Predictions(
         images=torch.cat(keep["images"]),
         clean=torch.cat(keep["clean"]) if len(keep["clean"]) == len(keep["images"]) else None,
@@ -111,6 +110,6 @@ def predict(run: LoadedRun, dataset, batch_size: int = 16, progress: bool = Fals
         labels=torch.cat(keep["labels"]),
         case_ids=keep["ids"],
         slice_index=keep["slices"],
-        density=(sum(keep["density"]) / n) if keep["density"] else None,
-        code_statistics=code_statistics(torch.cat(keep["codes"])) if keep["codes"] else None,
+        density=None if stats is None else stats["density"],
+        code_statistics=stats,
     )
