@@ -55,3 +55,19 @@ def test_exclusive_support_needs_enough_atoms():
     with pytest.raises(ConfigError, match="exclusive_support"):
         load_config("smoke", ["train.exclusive_support=true", "train.top_k=5"])  # 4 attributes x 5 > K = 16
     load_config("smoke", ["train.exclusive_support=true", "train.top_k=5", "train.one_to_one=true"])  # 1 atom each
+
+
+def test_stage_lr_final_schedule_and_validation():
+    from attri_ssc.config import StageSpec
+
+    constant = StageSpec("s", 10, lr=1e-3)
+    assert all(constant.lr_scale(i) == 1.0 for i in range(10))
+    decay = StageSpec("s", 11, lr=1e-3, lr_final=1e-4)
+    scales = [decay.lr_scale(i) for i in range(11)]
+    assert scales[0] == 1.0 and scales[-1] == pytest.approx(0.1) and scales[5] == pytest.approx(0.55)
+    assert all(a > b for a, b in zip(scales, scales[1:]))
+    for bad in (-1e-5, 2e-3):
+        with pytest.raises(ConfigError, match="lr_final"):
+            StageSpec("s", 10, lr=1e-3, lr_final=bad).validate()
+    cfg = load_config("smoke", ["stages.2.lr_final=1.0e-5"])
+    assert cfg.stages[2].lr_final == 1e-5 and cfg.stages[0].lr_final is None

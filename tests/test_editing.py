@@ -79,7 +79,7 @@ def test_bounds_match_numpy_percentiles():
         bounds_from_codes(z, percentile=40.0)
 
 
-@pytest.mark.parametrize("rule", ["prototype", "magnitude", "literal"])
+@pytest.mark.parametrize("rule", ["prototype", "shift", "magnitude", "literal"])
 @pytest.mark.parametrize("active_only", [False, True])
 def test_alpha_zero_is_identity_and_other_atoms_are_untouched(rule, active_only):
     z = _sparse_codes()
@@ -181,7 +181,7 @@ def test_prototype_rule_endpoints_are_the_prototype_maps():
         edit_codes(z, sel, _bounds(), 1.0, "prototype")
 
 
-@pytest.mark.parametrize("rule", ["prototype", "magnitude", "literal"])
+@pytest.mark.parametrize("rule", ["prototype", "shift", "magnitude", "literal"])
 def test_edit_direction_is_the_derivative_in_alpha(rule):
     z = _sparse_codes()
     sel = select_atoms(torch.tensor([[0.0, 2.0, -1.0, 0.0, 0.0, 0.0]]), 0, 2)
@@ -190,6 +190,59 @@ def test_edit_direction_is_the_derivative_in_alpha(rule):
         fd = (edit_codes(z, sel, _bounds(), a1, rule, prototypes=p)
               - edit_codes(z, sel, _bounds(), a0, rule, prototypes=p)) / (a1 - a0)
         assert torch.allclose(edit_direction(z, sel, _bounds(), a0, rule, prototypes=p), fd, atol=1e-12)
+
+
+def test_shift_rule_adds_alpha_times_half_the_prototype_difference():
+    z = _sparse_codes()
+    protos = _prototypes()
+    sel = select_atoms(torch.tensor([[0.0, 2.0, -1.0, 0.0, 0.0, 0.0]]), 0, 2)
+    for alpha in (-1.0, -0.5, 0.25, 1.0):
+        out = edit_codes(z, sel, _bounds(), alpha, "shift", prototypes=protos)
+        for j in range(6):
+            expect = z[:, j] + alpha * (protos.high[0, j] - protos.low[0, j]).to(z.dtype) / 2 if j in sel.atoms else z[:, j]
+            assert torch.allclose(out[:, j], expect, atol=1e-12), (alpha, j)
+    # the step does not depend on the image, so two images keep their difference
+    up = edit_codes(z, sel, _bounds(), 1.0, "shift", prototypes=protos)
+    assert torch.allclose(up[0] - up[1], z[0] - z[1], atol=1e-12)
+    # active_only: inactive locations stay at zero
+    active = edit_codes(z, sel, _bounds(), 1.0, "shift", active_only=True, prototypes=protos)
+    assert torch.all(active[:, 1][z[:, 1] == 0] == 0)
+    with pytest.raises(ValueError, match="needs prototypes"):
+        edit_codes(z, sel, _bounds(), 1.0, "shift")
+
+
+def test_conditional_prototypes_use_the_residual_of_a_least_squares_fit():
+    g = torch.Generator().manual_seed(11)
+    z = _sparse_codes(b=80, seed=9)
+    a1 = torch.randn(80, generator=g, dtype=z.dtype)
+    a0 = 0.8 * a1 + 0.3 * torch.randn(80, generator=g, dtype=z.dtype) + 2.0  # correlated with a1
+    a2 = torch.randn(80, generator=g, dtype=z.dtype)
+    attributes = torch.stack([a0, a1, a2], dim=1)
+    protos = prototypes_from_codes(z, attributes, quantile=0.85, condition_on={0: [1], 1: (0, 2)})
+    assert protos.conditioned_on == {0: (1,), 1: (0, 2)}
+    an, zn = attributes.numpy(), z.numpy()
+    for m, others in ((0, [1]), (1, [0, 2]), (2, [])):
+        y = an[:, m]
+        if others:
+            design = np.column_stack([np.ones(80), an[:, others]])
+            y = y - design @ np.linalg.lstsq(design, y, rcond=None)[0]
+        hi, lo = y >= np.quantile(y, 0.85), y <= np.quantile(y, 0.15)
+        np.testing.assert_allclose(protos.high[m].numpy(), zn[hi].mean(0), atol=1e-6)
+        np.testing.assert_allclose(protos.low[m].numpy(), zn[lo].mean(0), atol=1e-6)
+        assert protos.counts[m].tolist() == [int(hi.sum()), int(lo.sum())]
+    # conditioning changes the groups of a correlated attribute
+    plain = prototypes_from_codes(z, attributes, quantile=0.85)
+    assert not torch.allclose(plain.high[0], protos.high[0])
+    assert torch.allclose(plain.high[2], protos.high[2])
+    for bad in ({0: [0]}, {0: [5]}, {4: [1]}):
+        with pytest.raises(ValueError, match="condition_on"):
+            prototypes_from_codes(z, attributes, quantile=0.85, condition_on=bad)
+
+
+def test_hold_fixed_indices_follow_the_attribute_names():
+    names = ["wall_thickness", "lv_volume", "infarct_volume", "myo_volume"]
+    assert editing.hold_fixed_indices(names) == {0: (1,), 1: (3,), 3: (1,)}
+    assert editing.hold_fixed_indices(["lv_volume", "wall_thickness"]) == {1: (0,)}
 
 
 def _linear_decoder(k: int, s: int, size: int, seed: int = 0):

@@ -45,10 +45,11 @@ def test_interpolate_and_edit_write_pngs_and_cache_bounds(smoke_run, tmp_path):
     assert main(["interpolate", str(smoke_run), case_a, case_b, "--steps", "4", "--out", str(tmp_path / "i.png")]) == 0
     _png(tmp_path / "i.png")
     slice_b = b.train.slice_indices[0]
-    for rule in ("prototype", "magnitude", "literal"):
-        out = tmp_path / f"e_{rule}.png"
+    for rule, extra in (("shift", []), ("shift", ["--no-hold-fixed"]), ("prototype", []), ("magnitude", []),
+                        ("literal", [])):
+        out = tmp_path / f"e_{rule}{len(extra)}.png"
         assert main(["edit", str(smoke_run), f"{case_b}:{slice_b}", "--attribute", "lv_volume", "--rule", rule,
-                     "--steps", "5", "--out", str(out)]) == 0
+                     "--steps", "5", "--out", str(out), *extra]) == 0
         _png(out)
     cache = json.loads((smoke_run / "atom_bounds.json").read_text())
     assert list(cache["bounds"]) == ["99"] and len(cache["bounds"]["99"]["lower"]) == 16
@@ -74,10 +75,14 @@ def test_correlations_report_pearson_of_the_held_out_ground_truth(smoke_run, tmp
 def test_verify_edits_writes_json_and_markdown_for_every_rule(smoke_run, tmp_path):
     assert main(["verify-edits", str(smoke_run), "--n-images", "2", "--steps", "3", "--out", str(tmp_path)]) == 0
     rep = json.loads((tmp_path / "edit_verification.json").read_text())
-    assert set(rep["results"]) == {"prototype", "prototype+active_only", "magnitude", "magnitude+active_only",
+    assert set(rep["results"]) == {"shift+conditional", "shift", "prototype+conditional", "prototype",
+                                   "prototype+active_only", "magnitude", "magnitude+active_only",
                                    "magnitude+exclusive", "literal"}
     assert rep["prototype_quantile"] == 0.9
     assert set(rep["prototype_counts"]) == {"lv_volume", "myo_volume", "wall_thickness", "infarct_volume"}
+    assert rep["conditional_prototypes_hold_fixed"] == {"lv_volume": ["myo_volume"], "myo_volume": ["lv_volume"],
+                                                        "wall_thickness": ["lv_volume"]}
+    assert set(rep["conditional_prototype_counts"]) == set(rep["prototype_counts"])
     assert rep["n_images"] == 2 and rep["alphas"] == [-1.0, 0.0, 1.0]
     for per_attr in rep["results"].values():
         assert set(per_attr) == {"lv_volume", "myo_volume", "wall_thickness"}
@@ -86,7 +91,7 @@ def test_verify_edits_writes_json_and_markdown_for_every_rule(smoke_run, tmp_pat
     # the model's own â follows α under the magnitude rule for an attribute with positive weights
     md = (tmp_path / "edit_verification.md").read_text()
     assert "| magnitude | lv_volume |" in md and "| literal | myo_volume |" in md
-    assert "| prototype | wall_thickness |" in md
+    assert "| prototype | wall_thickness |" in md and "| shift+conditional | myo_volume |" in md
 
 
 def test_sample_writes_grid_and_metrics(smoke_run, tmp_path):

@@ -81,6 +81,48 @@ def test_interrupted_and_resumed_run_matches_uninterrupted_bit_for_bit(phantom_d
         assert torch.equal(a[key], b[key]), key
 
 
+def test_augmented_run_resumes_bit_for_bit_and_differs_from_unaugmented(phantom_dir, tmp_path):
+    aug = "train.augment=dihedral"
+    full = tmp_path / "full"
+    train(_cfg(tmp_path, aug), phantom_dir, full, progress=False)
+    part = tmp_path / "part"
+    train(_cfg(tmp_path, aug, "train.stop_after=7"), phantom_dir, part, progress=False)
+    train(_cfg(tmp_path, aug), phantom_dir, part, resume=True, progress=False)
+    plain = tmp_path / "plain"
+    train(_cfg(tmp_path, "train.stop_after=7"), phantom_dir, plain, progress=False)
+    a, b = _weights(full), _weights(part)
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    # The option reaches the batches: after 7 steps the weights already differ.
+    stopped = load_file(str(plain / "checkpoints" / "last.safetensors"))
+    partial = tmp_path / "part7"
+    train(_cfg(tmp_path, aug, "train.stop_after=7"), phantom_dir, partial, progress=False)
+    augmented = load_file(str(partial / "checkpoints" / "last.safetensors"))
+    key = next(k for k in stopped if k.startswith("model.") and stopped[k].is_floating_point())
+    assert not torch.equal(stopped[key], augmented[key])
+
+
+def test_cosine_learning_rate_follows_the_formula_and_resumes_bit_for_bit(phantom_dir, tmp_path):
+    import math
+
+    decay = ["stages.0.lr_final=1.0e-4", "stages.1.lr_final=0.0"]
+    full = tmp_path / "full"
+    train(_cfg(tmp_path, *decay), phantom_dir, full, progress=False)
+    logged = {(r["stage"], r["step"]): r["lr"] for r in _records(full) if r["kind"] == "step"}
+    for stage, lr, final in (("stage1", 1e-3, 1e-4), ("stage2", 4e-4, 0.0)):
+        for step in (2, 4, 6):  # the record after step s holds the rate step s used (0-based s - 1)
+            progress = (step - 1) / 5
+            expect = final + (lr - final) * 0.5 * (1 + math.cos(math.pi * progress))
+            assert logged[(stage, step)] == pytest.approx(expect, rel=1e-12, abs=1e-18)
+    assert logged[("stage3", 6)] == pytest.approx(1e-4)  # no lr_final: constant
+    part = tmp_path / "part"
+    train(_cfg(tmp_path, *decay, "train.stop_after=9"), phantom_dir, part, progress=False)
+    train(_cfg(tmp_path, *decay), phantom_dir, part, resume=True, progress=False)
+    a, b = _weights(full), _weights(part)
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
 def test_one_to_one_ablation_binds_each_attribute_to_its_own_atom(phantom_dir, tmp_path):
     run = tmp_path / "run"
     train(_cfg(tmp_path, "train.one_to_one=true"), phantom_dir, run, progress=False)

@@ -31,6 +31,8 @@ from attri_ssc.errors import ConfigError
 
 MODEL_FAMILIES = ("attri_ssc", "vae", "beta_vae", "ar_vae", "attri_vae")
 SUPPORT_RANKS = ("weight", "usage_agreement")
+#: Training-batch augmentations (training/augment.py).
+AUGMENTATIONS = ("none", "flip", "dihedral")
 GS_VARIANTS = ("l1", "group")
 PRECISIONS = ("fp32", "bf16")
 
@@ -43,6 +45,9 @@ class StageSpec:
         name: label used in logs and checkpoints (``stage1`` ...).
         steps: optimiser steps in this stage (>= 0).
         lr: Adam learning rate (> 0).
+        lr_final: ``None`` (default, the paper): ``lr`` throughout the stage; otherwise the
+            rate falls from ``lr`` to ``lr_final`` (0 <= lr_final <= lr) on a half cosine over
+            the stage's steps (every group, the mapper's included, is scaled alike).
         gamma: weight of the attribute-regularisation loss L_AR (Eq. 15), >= 0.
         lambda_row, lambda_col: group-sparsity weights on W (Eq. 12), >= 0.
         mu: drift penalty weight μ‖W − W_stage2‖² (Eq. 15), >= 0.
@@ -56,6 +61,7 @@ class StageSpec:
     name: str
     steps: int
     lr: float = 1e-4
+    lr_final: float | None = None
     gamma: float = 0.0
     lambda_row: float = 0.0
     lambda_col: float = 0.0
@@ -64,11 +70,23 @@ class StageSpec:
     freeze_support: bool = False
     train_mapper: bool = False
 
+    def lr_scale(self, step_in_stage: int) -> float:
+        """The factor applied to every group's learning rate at 0-based step ``step_in_stage``:
+        1 throughout without ``lr_final``; else a half cosine from 1 (first step) to
+        ``lr_final / lr`` (last step)."""
+        if self.lr_final is None:
+            return 1.0
+        progress = min(max(step_in_stage / max(self.steps - 1, 1), 0.0), 1.0)
+        final = self.lr_final / self.lr
+        return final + (1.0 - final) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
     def validate(self) -> None:
         if self.steps < 0:
             raise ConfigError(f"stage {self.name!r}: steps must be >= 0, got {self.steps}")
         if not self.lr > 0:
             raise ConfigError(f"stage {self.name!r}: lr must be > 0, got {self.lr}")
+        if self.lr_final is not None and not 0 <= self.lr_final <= self.lr:
+            raise ConfigError(f"stage {self.name!r}: lr_final must be in [0, lr={self.lr}], got {self.lr_final}")
         for key in ("gamma", "lambda_row", "lambda_col", "mu"):
             value = getattr(self, key)
             if value < 0:
@@ -112,6 +130,9 @@ class TrainConfig:
         one_to_one: Table 4's ablation: each attribute bound to a single atom of its own.
         exclusive_support: Stage III keeps top_k atoms per attribute but shares none between
             attributes (beyond the paper; shared atoms make edits leak). Needs K >= |A|·top_k.
+        augment: attribute-preserving augmentation of training batches: ``none`` (the
+            paper), ``flip`` (in-plane mirrors) or ``dihedral`` (mirrors and in-plane
+            transposes; square slices). Seeded by (seed, step, rank), so resumption is exact.
         ridge: ridge term of Stage II's least-squares initialisation of W.
         mapper_lr: learning rate of W (None: the stage's lr).
         val_every: validate every this many steps (0: at stage ends only).
@@ -138,6 +159,7 @@ class TrainConfig:
     gs_normalize: bool = True
     one_to_one: bool = False
     exclusive_support: bool = False
+    augment: str = "none"
     ridge: float = 1e-3
     mapper_lr: float | None = None
     val_every: int = 0
@@ -164,6 +186,8 @@ class TrainConfig:
             raise ConfigError(f"train.device must be auto, cpu or cuda, got {self.device!r}")
         if self.top_k < 1:
             raise ConfigError(f"train.top_k must be >= 1, got {self.top_k}")
+        if self.augment not in AUGMENTATIONS:
+            raise ConfigError(f"train.augment must be one of {AUGMENTATIONS}, got {self.augment!r}")
         if self.support_rank not in SUPPORT_RANKS:
             raise ConfigError(f"train.support_rank must be one of {SUPPORT_RANKS}, got {self.support_rank!r}")
         if not self.delta > 0:

@@ -1,7 +1,7 @@
 """Interpretation and generation subcommands (paper Section 4.2, Appendices A.4–A.5).
 
 * ``interpolate RUN CASE_A CASE_B --steps 8 --out PNG``: Eq. 16 between two images' codes.
-* ``edit RUN CASE --attribute NAME [--rule prototype|magnitude|literal] [--steps 9] --out PNG``:
+* ``edit RUN CASE --attribute NAME [--rule shift|prototype|magnitude|literal] [--no-hold-fixed] [--steps 9] --out PNG``:
   A.5's edit strip with saliency (Figure 3).
 * ``correlations RUN --out DIR``: Table 3, atoms per attribute, W heatmap.
 * ``verify-edits RUN --out DIR``: monotonicity and leakage of edits, measured by the
@@ -20,6 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from attri_ssc.errors import ConfigError, DataError
+
+#: What ``edit`` (and the report's edit strips) use unless told otherwise; chosen by the edit
+#: verification in README "Results".
+DEFAULT_RULE = "shift"
+DEFAULT_HOLD_FIXED = True
 
 
 # ---------------------------------------------------------------------------- registration
@@ -41,11 +46,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     common(p)
     p.add_argument("case", metavar="CASE", help="case id, optionally CASE:SLICE")
     p.add_argument("--attribute", required=True, help="attribute to edit (one the run supervises)")
-    p.add_argument("--rule", choices=("prototype", "magnitude", "literal"), default="prototype",
-                   help="prototype (default: toward training code maps at the attribute's ends), magnitude "
-                        "(scalar bounds applied to |Z|, right for signed codes) or literal (A.5 as printed)")
+    p.add_argument("--rule", choices=("prototype", "shift", "magnitude", "literal"), default=DEFAULT_RULE,
+                   help=f"prototype (toward training code maps at the attribute's ends), shift (by half the "
+                        f"difference of those maps), magnitude (scalar bounds applied to |Z|, right for signed "
+                        f"codes) or literal (A.5 as printed); default {DEFAULT_RULE}")
     p.add_argument("--quantile", type=float, default=0.9,
-                   help="prototype rule: average the training images beyond this quantile (default 0.9)")
+                   help="prototype/shift rules: average the training images beyond this quantile (default 0.9)")
+    p.add_argument("--hold-fixed", action=argparse.BooleanOptionalAction, default=DEFAULT_HOLD_FIXED,
+                   help="prototype/shift rules: choose the high/low training images by the attribute's residual "
+                        "after regressing out the attributes its edit should not move (cavity ↔ myocardium, "
+                        f"wall thickness → cavity); default {'on' if DEFAULT_HOLD_FIXED else 'off'}")
     p.add_argument("--active-only", action="store_true", help="only change locations where the atom is active")
     p.add_argument("--exclusive", action="store_true", help="leave out atoms other attributes also use")
     p.add_argument("--steps", type=int, default=9, help="α values in [-1, 1], odd (default 9)")
@@ -150,15 +160,19 @@ def _top_k(run, top_k: int | None) -> int:
 
 
 def _bounds_and_prototypes(run, bundle, percentile: float, quantile: float | None):
-    """The run's atom bounds and, unless ``quantile`` is None, the prototype rule's code maps,
-    encoding the training split at most once."""
-    from attri_ssc.evaluation.editing import collect_codes, prototypes_from_codes, run_atom_bounds
+    """The run's atom bounds and, unless ``quantile`` is None, the plain and the conditional
+    (hold-fixed) prototype code maps, encoding the training split at most once."""
+    from attri_ssc.evaluation.editing import (collect_codes, hold_fixed_indices, prototypes_from_codes,
+                                              run_atom_bounds)
 
     train = bundle.train
     codes = None if quantile is None else collect_codes(run.model.backbone, train.images)
     bounds = run_atom_bounds(run, train.images, train.case_ids, percentile, codes=codes)
-    prototypes = None if codes is None else prototypes_from_codes(codes, train.attributes, quantile)
-    return bounds, prototypes
+    if codes is None:
+        return bounds, None, None
+    plain = prototypes_from_codes(codes, train.attributes, quantile)
+    conditional = prototypes_from_codes(codes, train.attributes, quantile, hold_fixed_indices(run.attribute_names))
+    return bounds, plain, conditional
 
 
 def _check_quantile(quantile: float) -> None:
@@ -203,8 +217,9 @@ def _edit(args: argparse.Namespace) -> int:
     run, bundle = load_run_and_data(args.run, args.data, args.device)
     a = attribute_index(run, args.attribute)
     ds, i = resolve_item(bundle, args.case)
-    bounds, prototypes = _bounds_and_prototypes(run, bundle, args.percentile,
-                                                args.quantile if args.rule == "prototype" else None)
+    bounds, plain, conditional = _bounds_and_prototypes(run, bundle, args.percentile,
+                                                        args.quantile if args.rule in ("prototype", "shift") else None)
+    prototypes = conditional if args.hold_fixed else plain
     selection = select_atoms(run.model.mapper.effective_weight(), a, _top_k(run, args.top_k), args.exclusive)
     if not selection.atoms:
         raise ConfigError(f"attribute {args.attribute!r} has no atom to edit (non-zero in W"
@@ -212,7 +227,8 @@ def _edit(args: argparse.Namespace) -> int:
     sweep = edit_sweep(run.model, ds[i]["image"], selection, bounds, alphas, args.rule, args.active_only,
                        prototypes=prototypes)
     pred = _unscale(bundle, sweep.predicted)[:, a]
-    rule = args.rule + (" (active only)" if args.active_only else "") + (" (exclusive atoms)" if args.exclusive else "")
+    rule = (args.rule + (" (hold-fixed prototypes)" if args.hold_fixed and prototypes is not None else "")
+            + (" (active only)" if args.active_only else "") + (" (exclusive atoms)" if args.exclusive else ""))
     edit_strip(ds[i]["image"], sweep.images, alphas.tolist(), args.out, saliency=sweep.saliency,
                title=f"{_label(ds, i)}: {args.attribute} edited via atoms {list(selection.atoms)} ({rule}); "
                      f"model's â {pred[0]:.3g} → {pred[-1]:.3g}")
@@ -262,10 +278,11 @@ def _verify(args: argparse.Namespace) -> int:
         held_out, scale = held_out_images(_split(bundle, args.split), bundle.cases, spacing, args.n_images)
     except ValueError as exc:
         raise DataError(f"{args.split} split: {exc}") from None
-    bounds, prototypes = _bounds_and_prototypes(run, bundle, args.percentile, args.quantile)
+    bounds, plain, conditional = _bounds_and_prototypes(run, bundle, args.percentile, args.quantile)
     try:
         report = verify_edits(run.model, held_out, run.attribute_names, bounds, spacing, scale,
-                              _top_k(run, args.top_k), steps=args.steps, prototypes=prototypes)
+                              _top_k(run, args.top_k), steps=args.steps, prototypes=plain,
+                              conditional_prototypes=conditional)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     report["run"] = str(args.run)

@@ -24,6 +24,19 @@ cropped around the cavity centre, so code maps are spatially aligned and the pro
 (a scalar bound paints the atom at every location). It is right for signed codes by
 construction: the targets are codes the encoder produced.
 
+The rule ``shift`` (beyond the paper) moves the same atoms by the difference of the two
+prototypes instead of toward one of them: ``Z'(α) = Z + α (B_high − B_low) / 2``. It is
+linear in α, so an image keeps what makes it itself (the convex rule pulls every image's
+edited atoms toward one shared map at both ends), and α = ±1 adds half the code difference
+between the attribute's high and low training images.
+
+Prototypes can be *conditional* (``condition_on``): before taking quantiles, the attribute
+is regressed (least squares with an intercept) on the attributes the edit should leave
+alone, and the groups are chosen by the residual. "High myocardium" then means more
+myocardium than the cavity predicts, rather than large hearts, whose cavities are large
+too (r(cavity, myocardium) = 0.82 on the demo phantoms). :data:`HOLD_FIXED` names, for each
+attribute, what its edits hold fixed; the edit verification measures leakage onto the same.
+
 Bounds are robust percentiles, not raw extremes: code values are heavy tailed and the raw
 min/max wipe the image at |α| = 1. ``lower``/``upper`` are the ``100 − p`` and ``p``
 percentiles of Z over all training locations (the literal rule's Z^min/Z^max);
@@ -34,9 +47,9 @@ it is positive, and of |Z| where it is negative (the magnitude rule's targets).
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -44,7 +57,29 @@ from torch import Tensor
 
 from attri_ssc.evaluation.saliency import edited_atom_saliency
 
-RULES = ("magnitude", "literal", "prototype")
+RULES = ("magnitude", "literal", "prototype", "shift")
+#: Rules whose targets come from :class:`AttributePrototypes`.
+PROTOTYPE_RULES = ("prototype", "shift")
+
+#: For each attribute, the attributes its edit should leave unchanged: what a conditional
+#: prototype regresses out, and what the edit verification's headline leakage is measured on.
+HOLD_FIXED: dict[str, tuple[str, ...]] = {
+    "lv_volume": ("myo_volume",),
+    "myo_volume": ("lv_volume",),
+    "wall_thickness": ("lv_volume",),
+}
+
+
+def hold_fixed_indices(names: Sequence[str]) -> dict[int, tuple[int, ...]]:
+    """:data:`HOLD_FIXED` as row indices of ``names`` (attributes absent from ``names`` dropped)."""
+    names = list(names)
+    out: dict[int, tuple[int, ...]] = {}
+    for name, others in HOLD_FIXED.items():
+        if name in names:
+            kept = tuple(names.index(o) for o in others if o in names)
+            if kept:
+                out[names.index(name)] = kept
+    return out
 BOUNDS_NAME = "atom_bounds.json"
 BOUNDS_VERSION = 1
 
@@ -132,26 +167,37 @@ class AttributePrototypes:
             quantile, ``low`` those with attribute <= its (1 − q)-th.
         high, low: (|A|, K, *s) mean code maps.
         counts: (|A|, 2) images averaged into (high, low) per attribute.
+        conditioned_on: attribute → the attributes regressed out before the quantiles were
+            taken (empty: plain prototypes).
     """
 
     quantile: float
     high: Tensor
     low: Tensor
     counts: Tensor
+    conditioned_on: dict[int, tuple[int, ...]] = field(default_factory=dict)
 
     def target(self, attribute: int, alpha_sign: float, like: Tensor) -> Tensor:
         """B for ``attribute`` in the direction ``alpha_sign``: (K, *s) in ``like``'s dtype/device."""
         maps = self.high if alpha_sign > 0 else self.low
         return maps[attribute].to(dtype=like.dtype, device=like.device)
 
+    def half_difference(self, attribute: int, like: Tensor) -> Tensor:
+        """(B_high − B_low) / 2 for ``attribute``: the ``shift`` rule's step, (K, *s)."""
+        return ((self.high[attribute] - self.low[attribute]) / 2).to(dtype=like.dtype, device=like.device)
 
-def prototypes_from_codes(codes: Tensor, attributes: Tensor, quantile: float = 0.9) -> AttributePrototypes:
+
+def prototypes_from_codes(codes: Tensor, attributes: Tensor, quantile: float = 0.9,
+                          condition_on: Mapping[int, Sequence[int]] | None = None) -> AttributePrototypes:
     """:class:`AttributePrototypes` from training codes and their attributes.
 
     Args:
         codes: (N, K, *s) training codes.
         attributes: (N, |A|) the same images' attributes (any monotone scaling).
         quantile: q in (0.5, 1).
+        condition_on: attribute index → attribute indices to regress out first (least
+            squares with an intercept; the groups are then the residual's tails). E.g.
+            :func:`hold_fixed_indices`. Attributes not listed use their own values.
     """
     if not 0.5 < float(quantile) < 1.0:
         raise ValueError(f"quantile must be in (0.5, 1), got quantile={quantile}")
@@ -160,15 +206,25 @@ def prototypes_from_codes(codes: Tensor, attributes: Tensor, quantile: float = 0
                          f"{tuple(codes.shape)} and {tuple(attributes.shape)}")
     z = codes.detach().double().cpu()
     a = attributes.detach().double().cpu()
+    conditions = {int(m): tuple(int(o) for o in others) for m, others in (condition_on or {}).items() if others}
+    for m, others in conditions.items():
+        if not 0 <= m < a.shape[1] or any(not 0 <= o < a.shape[1] or o == m for o in others):
+            raise ValueError(f"condition_on must map attribute indices in [0, {a.shape[1]}) to other "
+                             f"attribute indices, got {m}: {others}")
     high, low, counts = [], [], []
     for m in range(a.shape[1]):
-        hi_cut, lo_cut = torch.quantile(a[:, m], float(quantile)), torch.quantile(a[:, m], 1.0 - float(quantile))
-        hi, lo = a[:, m] >= hi_cut, a[:, m] <= lo_cut
+        values = a[:, m]
+        if m in conditions:
+            design = torch.cat([torch.ones(a.shape[0], 1, dtype=a.dtype), a[:, list(conditions[m])]], dim=1)
+            beta = torch.linalg.lstsq(design, values.unsqueeze(1), driver="gelsd").solution
+            values = values - (design @ beta).squeeze(1)
+        hi_cut, lo_cut = torch.quantile(values, float(quantile)), torch.quantile(values, 1.0 - float(quantile))
+        hi, lo = values >= hi_cut, values <= lo_cut
         high.append(z[hi].mean(0))
         low.append(z[lo].mean(0))
         counts.append([int(hi.sum()), int(lo.sum())])
     return AttributePrototypes(float(quantile), torch.stack(high).float(), torch.stack(low).float(),
-                               torch.tensor(counts))
+                               torch.tensor(counts), conditions)
 
 
 def _file_digest(path: Path) -> str:
@@ -282,9 +338,9 @@ def edit_targets(codes: Tensor, selection: AtomSelection, bounds: AtomBounds, al
         selection: atoms and signs (from :func:`select_atoms`).
         bounds: the run's :class:`AtomBounds`.
         alpha_sign: +1 or −1, sign(α).
-        rule: ``magnitude`` (default), ``literal`` or ``prototype`` (see the module doc).
+        rule: ``magnitude`` (default), ``literal``, ``prototype`` or ``shift`` (see the module doc).
         active_only: only locations where Z ≠ 0 move.
-        prototypes: the code maps of the ``prototype`` rule (required by it).
+        prototypes: the code maps of the ``prototype`` and ``shift`` rules (required by them).
     Returns:
         (target, moving): both (B, K, *s); target is B where moving is 1, and moving is
         zero outside the selected atoms.
@@ -296,13 +352,14 @@ def edit_targets(codes: Tensor, selection: AtomSelection, bounds: AtomBounds, al
     if bounds.n_atoms != codes.shape[1]:
         raise ValueError(f"bounds have {bounds.n_atoms} atoms but codes have K={codes.shape[1]}")
     proto = None
-    if rule == "prototype":
+    if rule in PROTOTYPE_RULES:
         if prototypes is None:
-            raise ValueError("rule='prototype' needs prototypes (see prototypes_from_codes)")
+            raise ValueError(f"rule={rule!r} needs prototypes (see prototypes_from_codes)")
         if not 0 <= selection.attribute < prototypes.high.shape[0]:
             raise ValueError(f"prototypes cover {prototypes.high.shape[0]} attributes, the edit asks for "
                              f"attribute {selection.attribute}")
-        proto = prototypes.target(selection.attribute, float(alpha_sign), codes)
+        proto = (prototypes.target(selection.attribute, float(alpha_sign), codes) if rule == "prototype"
+                 else float(alpha_sign) * prototypes.half_difference(selection.attribute, codes))
         if proto.shape != codes.shape[1:]:
             raise ValueError(f"prototypes are {tuple(proto.shape)} per attribute but codes are {tuple(codes.shape)}")
     target = torch.zeros_like(codes)
@@ -317,6 +374,9 @@ def edit_targets(codes: Tensor, selection: AtomSelection, bounds: AtomBounds, al
         increase = float(alpha_sign) == float(w_sign)
         if rule == "prototype":
             b = proto[j].expand_as(z)
+        elif rule == "shift":
+            # (1 − |α|) Z + |α| (Z + sign(α) Δ) = Z + α Δ
+            b = z + proto[j]
         elif rule == "literal":
             b = torch.full_like(z, float(upper[j] if increase else lower[j]))
         elif increase:
@@ -421,7 +481,8 @@ def edit_sweep(model, x: Tensor, selection: AtomSelection, bounds: AtomBounds, a
 
 
 __all__ = [
-    "AtomBounds", "AtomSelection", "AttributePrototypes", "BOUNDS_NAME", "EditSweep", "RULES", "alpha_grid",
+    "AtomBounds", "AtomSelection", "AttributePrototypes", "BOUNDS_NAME", "EditSweep", "HOLD_FIXED",
+    "PROTOTYPE_RULES", "RULES", "alpha_grid", "hold_fixed_indices",
     "bounds_from_codes", "collect_codes", "edit_codes", "edit_direction", "edit_sweep", "edit_targets", "run_atom_bounds",
     "prototypes_from_codes", "select_atoms",
 ]

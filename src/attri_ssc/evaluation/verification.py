@@ -29,37 +29,40 @@ import numpy as np
 import torch
 from scipy import stats
 
-from attri_ssc.evaluation.editing import (AtomBounds, AttributePrototypes, alpha_grid, collect_codes, edit_codes,
-                                          select_atoms)
+from attri_ssc.evaluation.editing import (HOLD_FIXED, PROTOTYPE_RULES, AtomBounds, AttributePrototypes, alpha_grid,
+                                          collect_codes, edit_codes, select_atoms)
 from attri_ssc.evaluation.judge import measure_batch
 from attri_ssc.evaluation.sampling import decode_samples
 
 #: Attributes the judge measures (its field names equal the dataset's attribute names).
 JUDGED: tuple[str, ...] = ("lv_volume", "myo_volume", "wall_thickness")
-#: For each edited attribute, the judged attributes that should not move (headline leakage).
-HEADLINE_OTHERS: dict[str, tuple[str, ...]] = {
-    "lv_volume": ("myo_volume",),
-    "myo_volume": ("lv_volume",),
-    "wall_thickness": ("lv_volume",),
-}
+#: For each edited attribute, the judged attributes that should not move (headline leakage):
+#: the same map that conditional prototypes hold fixed.
+HEADLINE_OTHERS: dict[str, tuple[str, ...]] = HOLD_FIXED
 
 
 @dataclass(frozen=True)
 class EditVariant:
-    """How edits are made: the rule (``prototype``/``magnitude``/``literal``), whether only active locations
-    move, whether atoms shared with other attributes are left out (see :mod:`editing`)."""
+    """How edits are made: the rule (``prototype``/``shift``/``magnitude``/``literal``), whether only active
+    locations move, whether atoms shared with other attributes are left out, and whether the prototypes
+    are conditional (the attributes in :data:`HEADLINE_OTHERS` regressed out; see :mod:`editing`)."""
 
     rule: str = "magnitude"
     active_only: bool = False
     exclusive: bool = False
+    conditional: bool = False
 
     @property
     def name(self) -> str:
-        return self.rule + ("+active_only" if self.active_only else "") + ("+exclusive" if self.exclusive else "")
+        return (self.rule + ("+conditional" if self.conditional else "") + ("+active_only" if self.active_only else "")
+                + ("+exclusive" if self.exclusive else ""))
 
 
-#: The variants verified by default (the ``prototype`` ones only when prototypes are given).
+#: The variants verified by default (the prototype-based ones only when their prototypes are given).
 VARIANTS: tuple[EditVariant, ...] = (
+    EditVariant("shift", conditional=True),
+    EditVariant("shift"),
+    EditVariant("prototype", conditional=True),
     EditVariant("prototype"),
     EditVariant("prototype", active_only=True),
     EditVariant("magnitude"),
@@ -236,7 +239,8 @@ def verify_edits(model, held_out: HeldOut, attribute_names: Sequence[str], bound
                  scale: dict[str, float], top_k: int, steps: int = 9,
                  variants: Sequence[EditVariant] = VARIANTS,
                  attributes: Sequence[str] | None = None,
-                 prototypes: AttributePrototypes | None = None) -> dict[str, Any]:
+                 prototypes: AttributePrototypes | None = None,
+                 conditional_prototypes: AttributePrototypes | None = None) -> dict[str, Any]:
     """Verify edits of every judged attribute under each (rule, active_only) variant.
 
     Args:
@@ -250,7 +254,10 @@ def verify_edits(model, held_out: HeldOut, attribute_names: Sequence[str], bound
         steps: α grid size (odd).
         variants: the :class:`EditVariant` s to verify.
         attributes: which attributes to edit (default: every judged one the model supervises).
-        prototypes: code maps for the ``prototype`` rule; without them its variants are skipped.
+        prototypes: code maps for the ``prototype`` and ``shift`` rules; without them their plain
+            variants are skipped.
+        conditional_prototypes: the same with :data:`HEADLINE_OTHERS` regressed out (for the
+            ``conditional`` variants; skipped without them).
     Returns:
         JSON-ready dict: settings and ``results[variant][attribute]`` from :func:`summarise`.
     """
@@ -262,12 +269,13 @@ def verify_edits(model, held_out: HeldOut, attribute_names: Sequence[str], bound
     codes = collect_codes(model.backbone, held_out.images)
     results: dict[str, Any] = {}
     for variant in variants:
-        if variant.rule == "prototype" and prototypes is None:
+        maps = conditional_prototypes if variant.conditional else prototypes
+        if variant.rule in PROTOTYPE_RULES and maps is None:
             continue
         per_attr = {}
         for target in wanted:
             responses = judged_responses(model, held_out, names.index(target), bounds, alphas, spacing_mm, top_k,
-                                         variant, codes=codes, prototypes=prototypes)
+                                         variant, codes=codes, prototypes=maps)
             per_attr[target] = summarise(responses, alphas.numpy().astype(np.float64), target, scale)
             per_attr[target]["atoms"] = list(select_atoms(model.mapper.effective_weight(), names.index(target),
                                                           top_k, variant.exclusive).atoms)
@@ -287,6 +295,10 @@ def verify_edits(model, held_out: HeldOut, attribute_names: Sequence[str], bound
         # zero infarct volumes) make a group larger than (1 − q)·N
         "prototype_counts": None if prototypes is None else {
             name: [int(c) for c in prototypes.counts[i]] for i, name in enumerate(names)},
+        "conditional_prototype_counts": None if conditional_prototypes is None else {
+            name: [int(c) for c in conditional_prototypes.counts[i]] for i, name in enumerate(names)},
+        "conditional_prototypes_hold_fixed": None if conditional_prototypes is None else {
+            names[m]: [names[o] for o in others] for m, others in conditional_prototypes.conditioned_on.items()},
         "scale": {k: float(v) for k, v in scale.items()},
         "headline_leakage_onto": {k: list(v) for k, v in HEADLINE_OTHERS.items()},
         "results": results,
@@ -304,7 +316,10 @@ def verification_markdown(report: dict[str, Any], targets: dict[str, float] | No
         f"{len(report['alphas'])} values in [−1, 1]; top-{report['top_k']} atoms; bounds at the "
         f"{report['bounds_percentile']:g}th percentile"
         + (f"; prototypes from the training images beyond the {report['prototype_quantile']:g} quantiles"
-           if report.get("prototype_quantile") else "") + ".",
+           if report.get("prototype_quantile") else "") + ". Rules: `prototype` Z' = (1 − |α|)Z + |α|B (B the "
+        "mean training code map at the attribute's high or low end), `shift` Z' = Z + α(B_high − B_low)/2, "
+        "`+conditional`: the ends chosen by the attribute's residual after regressing out the attributes the "
+        "edit should hold fixed (the headline leakage's), `magnitude`/`literal`: scalar per-atom bounds.",
         "Monotonicity: mean per-image Spearman ρ(α, judged attribute). Leakage: mean |slope| of another "
         "judged attribute over the target's, in units of each one's spread over the held-out inputs; the "
         "headline counts the attribute that should stay put ("

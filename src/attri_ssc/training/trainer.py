@@ -32,6 +32,7 @@ from attri_ssc.io_utils import write_json, write_text
 from attri_ssc.models.mapper import atom_usage, usage_agreement
 from attri_ssc.seeding import set_seed
 from attri_ssc.training import distributed as dist_utils
+from attri_ssc.training.augment import augment_batch, check_augmentation
 from attri_ssc.training.families import FAMILIES, post_step
 from attri_ssc.training.state import (load_model_tensors, model_tensors, optimizer_from_flat,
                                       optimizer_to_flat, restore_rng, rng_state)
@@ -134,8 +135,12 @@ class BatchSchedule:
     sees exactly the batches the uninterrupted run would have seen.
     """
 
-    def __init__(self, dataset, batch_size: int, seed: int, info: dist_utils.DistInfo) -> None:
+    def __init__(self, dataset, batch_size: int, seed: int, info: dist_utils.DistInfo,
+                 augment: str = "none") -> None:
         self.dataset = dataset
+        self.seed = seed
+        self.rank = info.rank
+        self.augment = augment
         self.sampler = DistributedSampler(dataset, num_replicas=info.world_size, rank=info.rank,
                                           shuffle=True, seed=seed, drop_last=True)
         self.batch_size = batch_size
@@ -154,7 +159,8 @@ class BatchSchedule:
             self._indices = list(self.sampler)
             self._epoch = epoch
         chunk = self._indices[within * self.batch_size:(within + 1) * self.batch_size]
-        return default_collate([self.dataset[i] for i in chunk])
+        batch = default_collate([self.dataset[i] for i in chunk])
+        return augment_batch(batch, self.augment, self.seed, global_step, self.rank)
 
 
 def to_device(batch: dict[str, Any], device: torch.device, channels_last: bool) -> dict[str, Any]:
@@ -394,7 +400,12 @@ def train(cfg: ExperimentConfig, data_dir: str | Path, run_dir: str | Path, resu
         restore_rng(ckpt_tensors, ckpt_meta["rng"])
 
     # Checked before the run folder gets its first file (a too-small split is a ConfigError).
-    schedule = BatchSchedule(bundle.train, cfg.train.batch_size, cfg.train.seed, info)
+    if len(bundle.train):
+        try:
+            check_augmentation(cfg.train.augment, tuple(bundle.train[0]["image"].shape[1:]))
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
+    schedule = BatchSchedule(bundle.train, cfg.train.batch_size, cfg.train.seed, info, cfg.train.augment)
     run_extra = {"attribute_names": list(names), "scaler": bundle.scaler.to_dict(), "split": bundle.split,
                  "data_dir": str(data_dir), "init_from": str(init_from) if init_from is not None else None}
     if info.is_main:
@@ -421,6 +432,7 @@ def train(cfg: ExperimentConfig, data_dir: str | Path, run_dir: str | Path, resu
         # default (a per-tensor loop) was never faster, and up to 40x slower when OpenMP
         # spins (paper 2D, 56.5M parameters: 2.6 s vs 0.06 s per step; docs/performance.md).
         optimizer = torch.optim.Adam(groups, fused=device.type in ("cpu", "cuda"))
+        base_lrs = [g["lr"] for g in optimizer.param_groups]
         if resuming_mid_stage and ckpt_meta.get("optimizer"):
             optimizer_from_flat(optimizer, ckpt_tensors, ckpt_meta["optimizer"])
         wrapped: nn.Module = model
@@ -436,6 +448,9 @@ def train(cfg: ExperimentConfig, data_dir: str | Path, run_dir: str | Path, resu
                 out = wrapped(batch["image"])
                 terms = family.loss_terms(model, out, batch, stage, cfg)
             total = sum(terms.values())
+            scale = stage.lr_scale(position.step_in_stage)
+            for group, base in zip(optimizer.param_groups, base_lrs):
+                group["lr"] = base * scale
             optimizer.zero_grad(set_to_none=True)
             total.backward()
             family.after_backward(model)
