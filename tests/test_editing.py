@@ -239,6 +239,15 @@ def test_conditional_prototypes_use_the_residual_of_a_least_squares_fit():
             prototypes_from_codes(z, attributes, quantile=0.85, condition_on=bad)
 
 
+def test_a_constant_attribute_keeps_its_ties_when_conditioned():
+    z = _sparse_codes(b=30, seed=4)
+    g = torch.Generator().manual_seed(2)
+    attributes = torch.stack([torch.full((30,), 0.3, dtype=z.dtype), torch.randn(30, generator=g, dtype=z.dtype)], 1)
+    cond = prototypes_from_codes(z, attributes, quantile=0.8, condition_on={0: [1]})
+    assert cond.counts[0].tolist() == [30, 30]
+    assert torch.equal(cond.high[0], cond.low[0])
+
+
 def test_hold_fixed_indices_follow_the_attribute_names():
     names = ["wall_thickness", "lv_volume", "infarct_volume", "myo_volume"]
     assert editing.hold_fixed_indices(names) == {0: (1,), 1: (3,), 3: (1,)}

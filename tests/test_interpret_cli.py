@@ -39,7 +39,7 @@ def _bundle(run: Path):
     return loaded, build_datasets(loaded.data_dir, loaded.config.data, seed=loaded.config.train.seed)
 
 
-def test_interpolate_and_edit_write_pngs_and_cache_bounds(smoke_run, tmp_path):
+def test_interpolate_and_edit_write_pngs_and_cache_bounds(smoke_run, tmp_path, capsys):
     _, b = _bundle(smoke_run)
     case_a, case_b = b.test.case_ids[0], b.train.case_ids[0]
     assert main(["interpolate", str(smoke_run), case_a, case_b, "--steps", "4", "--out", str(tmp_path / "i.png")]) == 0
@@ -51,6 +51,14 @@ def test_interpolate_and_edit_write_pngs_and_cache_bounds(smoke_run, tmp_path):
         assert main(["edit", str(smoke_run), f"{case_b}:{slice_b}", "--attribute", "lv_volume", "--rule", rule,
                      "--steps", "5", "--out", str(out), *extra]) == 0
         _png(out)
+    # the default rule: shift, holding the partner attribute fixed (named in the output)
+    assert main(["edit", str(smoke_run), f"{case_b}:{slice_b}", "--attribute", "myo_volume", "--steps", "3",
+                 "--out", str(tmp_path / "default.png")]) == 0
+    printed = capsys.readouterr().out
+    assert "rule shift (holding lv_volume fixed)" in printed
+    assert main(["edit", str(smoke_run), f"{case_b}:{slice_b}", "--attribute", "infarct_volume", "--steps", "3",
+                 "--out", str(tmp_path / "infarct.png")]) == 0
+    assert "rule shift)" in capsys.readouterr().out  # nothing to hold fixed for the infarct
     cache = json.loads((smoke_run / "atom_bounds.json").read_text())
     assert list(cache["bounds"]) == ["99"] and len(cache["bounds"]["99"]["lower"]) == 16
 

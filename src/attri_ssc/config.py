@@ -73,7 +73,7 @@ class StageSpec:
     def lr_scale(self, step_in_stage: int) -> float:
         """The factor applied to every group's learning rate at 0-based step ``step_in_stage``:
         1 throughout without ``lr_final``; else a half cosine from 1 (first step) to
-        ``lr_final / lr`` (last step)."""
+        ``lr_final / lr`` (last step). A one-step stage runs at ``lr``."""
         if self.lr_final is None:
             return 1.0
         progress = min(max(step_in_stage / max(self.steps - 1, 1), 0.0), 1.0)

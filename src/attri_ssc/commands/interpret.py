@@ -22,9 +22,8 @@ from typing import Any
 from attri_ssc.errors import ConfigError, DataError
 
 #: What ``edit`` (and the report's edit strips) use unless told otherwise; chosen by the edit
-#: verification in README "Results".
+#: verification in README "Results". ``--hold-fixed`` defaults to on for this rule.
 DEFAULT_RULE = "shift"
-DEFAULT_HOLD_FIXED = True
 
 
 # ---------------------------------------------------------------------------- registration
@@ -52,10 +51,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                         f"codes) or literal (A.5 as printed); default {DEFAULT_RULE}")
     p.add_argument("--quantile", type=float, default=0.9,
                    help="prototype/shift rules: average the training images beyond this quantile (default 0.9)")
-    p.add_argument("--hold-fixed", action=argparse.BooleanOptionalAction, default=DEFAULT_HOLD_FIXED,
+    p.add_argument("--hold-fixed", action=argparse.BooleanOptionalAction, default=None,
                    help="prototype/shift rules: choose the high/low training images by the attribute's residual "
                         "after regressing out the attributes its edit should not move (cavity ↔ myocardium, "
-                        f"wall thickness → cavity); default {'on' if DEFAULT_HOLD_FIXED else 'off'}")
+                        "wall thickness → cavity); default: on for shift, off for prototype (the previous "
+                        "default rule, unchanged)")
     p.add_argument("--active-only", action="store_true", help="only change locations where the atom is active")
     p.add_argument("--exclusive", action="store_true", help="leave out atoms other attributes also use")
     p.add_argument("--steps", type=int, default=9, help="α values in [-1, 1], odd (default 9)")
@@ -77,7 +77,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=9, help="α values in [-1, 1], odd (default 9)")
     p.add_argument("--top-k", type=int, default=None, help="atoms to edit (default: the run's train.top_k)")
     p.add_argument("--percentile", type=float, default=99.0, help="robust bound percentile (default 99)")
-    p.add_argument("--quantile", type=float, default=0.9, help="prototype rule's quantile (default 0.9)")
+    p.add_argument("--quantile", type=float, default=0.9,
+                   help="prototype and shift rules (plain and hold-fixed): average the training images beyond "
+                        "this quantile (default 0.9)")
     p.add_argument("--out", type=Path, required=True, help="folder for edit_verification.{json,md}")
     p.set_defaults(func=_verify)
 
@@ -205,7 +207,7 @@ def _interpolate(args: argparse.Namespace) -> int:
 
 
 def _edit(args: argparse.Namespace) -> int:
-    from attri_ssc.evaluation.editing import alpha_grid, edit_sweep, select_atoms
+    from attri_ssc.evaluation.editing import PROTOTYPE_RULES, alpha_grid, edit_sweep, select_atoms
     from attri_ssc.reports.figures import edit_strip
 
     _check_png(args.out)
@@ -218,8 +220,9 @@ def _edit(args: argparse.Namespace) -> int:
     a = attribute_index(run, args.attribute)
     ds, i = resolve_item(bundle, args.case)
     bounds, plain, conditional = _bounds_and_prototypes(run, bundle, args.percentile,
-                                                        args.quantile if args.rule in ("prototype", "shift") else None)
-    prototypes = conditional if args.hold_fixed else plain
+                                                        args.quantile if args.rule in PROTOTYPE_RULES else None)
+    hold_fixed = args.hold_fixed if args.hold_fixed is not None else args.rule == "shift"
+    prototypes = conditional if hold_fixed else plain
     selection = select_atoms(run.model.mapper.effective_weight(), a, _top_k(run, args.top_k), args.exclusive)
     if not selection.atoms:
         raise ConfigError(f"attribute {args.attribute!r} has no atom to edit (non-zero in W"
@@ -227,7 +230,9 @@ def _edit(args: argparse.Namespace) -> int:
     sweep = edit_sweep(run.model, ds[i]["image"], selection, bounds, alphas, args.rule, args.active_only,
                        prototypes=prototypes)
     pred = _unscale(bundle, sweep.predicted)[:, a]
-    rule = (args.rule + (" (hold-fixed prototypes)" if args.hold_fixed and prototypes is not None else "")
+    held = (prototypes is not None and hold_fixed and a in prototypes.conditioned_on)
+    rule = (args.rule + (" (holding " + ", ".join(run.attribute_names[o] for o in prototypes.conditioned_on[a])
+                         + " fixed)" if held else "")
             + (" (active only)" if args.active_only else "") + (" (exclusive atoms)" if args.exclusive else ""))
     edit_strip(ds[i]["image"], sweep.images, alphas.tolist(), args.out, saliency=sweep.saliency,
                title=f"{_label(ds, i)}: {args.attribute} edited via atoms {list(selection.atoms)} ({rule}); "

@@ -15,7 +15,7 @@ sign* (|Z| grows toward the robust bound magnitude, the sign is kept), otherwise
 Locations where the atom is inactive (Z = 0) move toward the bound of the atom's dominant
 sign, unless ``active_only`` is set, in which case only already-active locations change.
 
-The rule ``prototype`` (beyond the paper; the default of ``attri-ssc edit`` and of the report) keeps A.5's atoms, α grid and interpolation
+The rule ``prototype`` (beyond the paper) keeps A.5's atoms, α grid and interpolation
 ``Z' = (1 − |α|) Z + |α| B`` but replaces the scalar bound of each atom by a *code map*:
 B is the mean training code map of the selected atoms over the images whose attribute lies
 at or above its q-th quantile (α > 0) or at or below its (1 − q)-th (α < 0). The images are
@@ -24,7 +24,8 @@ cropped around the cavity centre, so code maps are spatially aligned and the pro
 (a scalar bound paints the atom at every location). It is right for signed codes by
 construction: the targets are codes the encoder produced.
 
-The rule ``shift`` (beyond the paper) moves the same atoms by the difference of the two
+The rule ``shift`` (beyond the paper; with conditional prototypes, the default of
+``attri-ssc edit`` and of the report) moves the same atoms by the difference of the two
 prototypes instead of toward one of them: ``Z'(α) = Z + α (B_high − B_low) / 2``. It is
 linear in α, so an image keeps what makes it itself (the convex rule pulls every image's
 edited atoms toward one shared map at both ends), and α = ±1 adds half the code difference
@@ -80,6 +81,8 @@ def hold_fixed_indices(names: Sequence[str]) -> dict[int, tuple[int, ...]]:
             if kept:
                 out[names.index(name)] = kept
     return out
+
+
 BOUNDS_NAME = "atom_bounds.json"
 BOUNDS_VERSION = 1
 
@@ -160,11 +163,13 @@ def collect_codes(backbone, images: Tensor, batch_size: int = 32) -> Tensor:
 
 @dataclass(frozen=True)
 class AttributePrototypes:
-    """Mean training code maps at the two ends of each attribute (the ``prototype`` rule's B).
+    """Mean training code maps at the two ends of each attribute (B of the ``prototype`` and
+    ``shift`` rules).
 
     Attributes:
-        quantile: q in (0.5, 1): ``high`` averages the images with attribute >= its q-th
-            quantile, ``low`` those with attribute <= its (1 − q)-th.
+        quantile: q in (0.5, 1): ``high`` averages the images with attribute (or, for a
+            conditioned attribute, its residual) >= its q-th quantile, ``low`` those <= its
+            (1 − q)-th.
         high, low: (|A|, K, *s) mean code maps.
         counts: (|A|, 2) images averaged into (high, low) per attribute.
         conditioned_on: attribute → the attributes regressed out before the quantiles were
@@ -214,7 +219,8 @@ def prototypes_from_codes(codes: Tensor, attributes: Tensor, quantile: float = 0
     high, low, counts = [], [], []
     for m in range(a.shape[1]):
         values = a[:, m]
-        if m in conditions:
+        if m in conditions and bool(values.max() > values.min()):
+            # (a constant attribute keeps its ties: its residual would be rounding noise)
             design = torch.cat([torch.ones(a.shape[0], 1, dtype=a.dtype), a[:, list(conditions[m])]], dim=1)
             beta = torch.linalg.lstsq(design, values.unsqueeze(1), driver="gelsd").solution
             values = values - (design @ beta).squeeze(1)

@@ -38,7 +38,7 @@ from attri_ssc.evaluation.sampling import decode_samples
 JUDGED: tuple[str, ...] = ("lv_volume", "myo_volume", "wall_thickness")
 #: For each edited attribute, the judged attributes that should not move (headline leakage):
 #: the same map that conditional prototypes hold fixed.
-HEADLINE_OTHERS: dict[str, tuple[str, ...]] = HOLD_FIXED
+HEADLINE_OTHERS: dict[str, tuple[str, ...]] = dict(HOLD_FIXED)
 
 
 @dataclass(frozen=True)
@@ -150,7 +150,7 @@ def judged_responses(model, held_out: HeldOut, attribute: int, bounds: AtomBound
 
     Args:
         codes: the held-out images' codes (N, K, *s) if already computed (else encoded here).
-        prototypes: the ``prototype`` rule's code maps (required by that rule).
+        prototypes: the code maps of the ``prototype`` and ``shift`` rules (required by them).
     Returns:
         name → (N, n_alpha) judged values (NaN where the judge fails) for each of
         :data:`JUDGED`, plus ``predicted`` (N, n_alpha) the model's own â of the target

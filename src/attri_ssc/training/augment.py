@@ -3,7 +3,7 @@
 Every supervised attribute (cavity and myocardial volume, wall thickness, scar volume) is
 unchanged by mirroring the image in-plane or swapping its two in-plane axes, so these
 transforms enlarge a small training set without touching the labels. Off by default (the
-paper does not augment). Measured on the demo phantoms (README "Deviations from the paper"):
+paper does not augment). Measured on the demo phantoms (README "Results on the demo phantoms"):
 the 15-minute ``demo-2d`` model reconstructs its 70 training cases 2 dB better than held-out
 ones; ``dihedral`` closed that gap but did not raise held-out PSNR within the same budget.
 
