@@ -55,7 +55,7 @@ def test_interpolate_and_edit_write_pngs_and_cache_bounds(smoke_run, tmp_path, c
     assert main(["edit", str(smoke_run), f"{case_b}:{slice_b}", "--attribute", "myo_volume", "--steps", "3",
                  "--out", str(tmp_path / "default.png")]) == 0
     printed = capsys.readouterr().out
-    assert "rule shift (holding lv_volume fixed)" in printed
+    assert "rule shift, holding lv_volume fixed)" in printed
     assert main(["edit", str(smoke_run), f"{case_b}:{slice_b}", "--attribute", "infarct_volume", "--steps", "3",
                  "--out", str(tmp_path / "infarct.png")]) == 0
     assert "rule shift)" in capsys.readouterr().out  # nothing to hold fixed for the infarct

@@ -231,8 +231,8 @@ def _edit(args: argparse.Namespace) -> int:
                        prototypes=prototypes)
     pred = _unscale(bundle, sweep.predicted)[:, a]
     held = (prototypes is not None and hold_fixed and a in prototypes.conditioned_on)
-    rule = (args.rule + (" (holding " + ", ".join(run.attribute_names[o] for o in prototypes.conditioned_on[a])
-                         + " fixed)" if held else "")
+    rule = (args.rule + (", holding " + ", ".join(run.attribute_names[o] for o in prototypes.conditioned_on[a])
+                         + " fixed" if held else "")
             + (" (active only)" if args.active_only else "") + (" (exclusive atoms)" if args.exclusive else ""))
     edit_strip(ds[i]["image"], sweep.images, alphas.tolist(), args.out, saliency=sweep.saliency,
                title=f"{_label(ds, i)}: {args.attribute} edited via atoms {list(selection.atoms)} ({rule}); "
