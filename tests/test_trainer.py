@@ -105,16 +105,19 @@ def test_augmented_run_resumes_bit_for_bit_and_differs_from_unaugmented(phantom_
 def test_cosine_learning_rate_follows_the_formula_and_resumes_bit_for_bit(phantom_dir, tmp_path):
     import math
 
-    decay = ["stages.0.lr_final=1.0e-4", "stages.1.lr_final=0.0"]
+    decay = ["stages.0.lr_final=1.0e-4", "stages.1.lr_final=0.0", "train.mapper_lr=2.0e-3"]
     full = tmp_path / "full"
     train(_cfg(tmp_path, *decay), phantom_dir, full, progress=False)
-    logged = {(r["stage"], r["step"]): r["lr"] for r in _records(full) if r["kind"] == "step"}
+    steps = [r for r in _records(full) if r["kind"] == "step"]
+    logged = {(r["stage"], r["step"]): r["lr"] for r in steps}
+    mapper = {(r["stage"], r["step"]): r["lr_mapper"] for r in steps if "lr_mapper" in r}
     for stage, lr, final in (("stage1", 1e-3, 1e-4), ("stage2", 4e-4, 0.0)):
         for step in (2, 4, 6):  # the record after step s holds the rate step s used (0-based s - 1)
-            progress = (step - 1) / 5
-            expect = final + (lr - final) * 0.5 * (1 + math.cos(math.pi * progress))
-            assert logged[(stage, step)] == pytest.approx(expect, rel=1e-12, abs=1e-18)
-    assert logged[("stage3", 6)] == pytest.approx(1e-4)  # no lr_final: constant
+            scale = (final + (lr - final) * 0.5 * (1 + math.cos(math.pi * (step - 1) / 5))) / lr
+            assert logged[(stage, step)] == pytest.approx(lr * scale, rel=1e-12, abs=1e-18)
+            if stage == "stage2":  # the mapper's own rate is scaled alike
+                assert mapper[(stage, step)] == pytest.approx(2e-3 * scale, rel=1e-12, abs=1e-18)
+    assert logged[("stage3", 6)] == pytest.approx(1e-4) and mapper[("stage3", 6)] == pytest.approx(2e-3)
     part = tmp_path / "part"
     train(_cfg(tmp_path, *decay, "train.stop_after=9"), phantom_dir, part, progress=False)
     train(_cfg(tmp_path, *decay), phantom_dir, part, resume=True, progress=False)

@@ -489,8 +489,10 @@ def train(cfg: ExperimentConfig, data_dir: str | Path, run_dir: str | Path, resu
                 record["total"] = float(total.detach())
                 record.update({k: float(v) for k, v in family.step_stats(out).items()})
                 record["lr"] = optimizer.param_groups[0]["lr"]
+                for group in optimizer.param_groups[1:]:
+                    record[f"lr_{group.get('name', 'group')}"] = group["lr"]
                 record["grad_norm"] = float(grad_norm)
-                bar.set_postfix({k: f"{v:.3g}" for k, v in record.items() if k != "lr"}, refresh=False)
+                bar.set_postfix({k: f"{v:.3g}" for k, v in record.items() if not k.startswith("lr")}, refresh=False)
                 log.write({"kind": "step", "stage": stage.name, "step": position.step_in_stage,
                            "global_step": position.global_step, **record})
             if cfg.train.val_every and position.global_step % cfg.train.val_every == 0 and info.is_main:
