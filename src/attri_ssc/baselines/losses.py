@@ -63,7 +63,7 @@ def reconstruction_loss(recon: Tensor, x: Tensor, kind: str) -> Tensor:
 
 
 def _ar_term(out: VAEOutput, x: Tensor, attributes: Tensor | None, labels: Tensor | None,
-             config: BaselineConfig) -> Tensor:
+             config: BaselineConfig, gather: Callable[[Tensor], Tensor] | None = None) -> Tensor:
     from attri_ssc.losses import attribute_regularization_loss
 
     a = config.n_attributes
@@ -74,7 +74,10 @@ def _ar_term(out: VAEOutput, x: Tensor, attributes: Tensor | None, labels: Tenso
             f"got attributes.shape={shape}"
         )
     pred = out.z[:, :a]  # (B, A): latent dims 0..A-1 carry the attributes
-    return config.gamma * attribute_regularization_loss(pred, attributes.to(pred.dtype), delta=config.delta)
+    target = attributes.to(pred.dtype)
+    if gather is not None:  # all pairs of the global batch when training on several processes
+        pred, target = gather(pred), gather(target)
+    return config.gamma * attribute_regularization_loss(pred, target, delta=config.delta)
 
 
 def _cls_term(out: VAEOutput, x: Tensor, attributes: Tensor | None, labels: Tensor | None,
@@ -98,7 +101,8 @@ _TERM_FNS = {
 
 
 def baseline_loss_terms(out: VAEOutput, x: Tensor, attributes: Tensor | None, labels: Tensor | None,
-                        config: BaselineConfig) -> dict[str, Tensor]:
+                        config: BaselineConfig,
+                        gather: Callable[[Tensor], Tensor] | None = None) -> dict[str, Tensor]:
     """Weighted loss terms of a baseline; the training loss is their sum.
 
     Args:
@@ -109,11 +113,14 @@ def baseline_loss_terms(out: VAEOutput, x: Tensor, attributes: Tensor | None, la
         labels: N/P labels ``(B,)`` (0 normal, 1 pathological); needed by ``attri_vae``,
             ignored (may be ``None``) otherwise.
         config: the model's :class:`BaselineConfig` (variant and weights).
+        gather: concatenates a (B, ...) tensor over all processes, differentiably; given, the
+            AR term compares every pair of the global batch (several processes).
     Returns:
         ``{'recon': recon, 'kl': β·KL}`` plus ``'ar': γ·AR`` (AR-VAE, Attri-VAE) and
         ``'cls': α·BCE`` (Attri-VAE); each a scalar tensor already weighted.
     """
-    return {name: _TERM_FNS[name](out, x, attributes, labels, config) for name in config.terms}
+    return {name: (_ar_term(out, x, attributes, labels, config, gather) if name == "ar"
+                   else _TERM_FNS[name](out, x, attributes, labels, config)) for name in config.terms}
 
 
 def total_loss(terms: Mapping[str, Tensor]) -> Tensor:

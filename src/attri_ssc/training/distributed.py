@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -57,6 +58,24 @@ def all_gather_rows(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
     parts = [torch.empty_like(padded) for _ in range(info.world_size)]
     dist.all_gather(parts, padded)
     return torch.cat([p[: int(s.item())] for p, s in zip(parts, sizes)], dim=0)
+
+
+def all_gather_with_grad(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """Every rank's (B, ...) rows concatenated in rank order, differentiably.
+
+    Each rank gets the whole global batch; in the backward pass the gradients that all ranks
+    compute for a rank's rows are summed back onto that rank (``torch.distributed.nn``).
+    When every rank computes the same loss from the gathered rows, DistributedDataParallel's
+    averaging over ranks then yields exactly that loss's gradient on the global batch. Needs
+    the same B on every rank (the trainer's batches are).
+    """
+    if not info.enabled:
+        return tensor
+    from torch.distributed.nn.functional import all_gather
+
+    with warnings.catch_warnings():  # deprecated in favour of a private API; still the public autograd gather
+        warnings.simplefilter("ignore", FutureWarning)
+        return torch.cat(all_gather(tensor.contiguous()), dim=0)
 
 
 def broadcast_buffers(module: torch.nn.Module, info: DistInfo) -> None:

@@ -7,12 +7,16 @@ families (no if/elif chains in the trainer).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
 
 from attri_ssc.config import ExperimentConfig, StageSpec
+
+
+#: Concatenates a (B, ...) tensor over all processes, differentiably (identity in one process).
+Gather = Callable[[Tensor], Tensor]
 
 
 class SSCFamily:
@@ -33,7 +37,9 @@ class SSCFamily:
         return groups
 
     def loss_terms(self, model: nn.Module, out: Any, batch: dict[str, Tensor], stage: StageSpec,
-                   cfg: ExperimentConfig) -> dict[str, Tensor]:
+                   cfg: ExperimentConfig, gather: Gather | None = None) -> dict[str, Tensor]:
+        """Named, weighted loss terms; ``gather`` (several processes) makes L_AR compare all
+        pairs of the global batch, as in one process, instead of each rank's own pairs."""
         from attri_ssc.losses import (attribute_regularization_loss, drift_penalty, group_sparsity_loss,
                                       ssc_loss_terms)
 
@@ -41,8 +47,10 @@ class SSCFamily:
         if stage.train_mapper:
             # Always in the graph while W trains (γ may be 0 for the literal Eq. 14), so
             # DistributedDataParallel sees W used in every step.
-            terms["ar"] = stage.gamma * attribute_regularization_loss(
-                out.attributes, batch["attributes"], delta=cfg.train.delta)
+            pred, target = out.attributes, batch["attributes"]
+            if gather is not None:
+                pred, target = gather(pred), gather(target)
+            terms["ar"] = stage.gamma * attribute_regularization_loss(pred, target, delta=cfg.train.delta)
         weight = model.mapper.weight
         if stage.lambda_row > 0 or stage.lambda_col > 0:
             gs = group_sparsity_loss(weight, stage.lambda_row, stage.lambda_col, variant=cfg.train.gs_variant)
@@ -84,10 +92,12 @@ class BaselineFamily:
         return [{"params": list(model.parameters()), "lr": stage.lr, "name": "model"}]
 
     def loss_terms(self, model: nn.Module, out: Any, batch: dict[str, Tensor], stage: StageSpec,
-                   cfg: ExperimentConfig) -> dict[str, Tensor]:
+                   cfg: ExperimentConfig, gather: Gather | None = None) -> dict[str, Tensor]:
+        """Named, weighted loss terms; ``gather``: the AR term over the global batch (see SSCFamily)."""
         from attri_ssc.baselines.losses import baseline_loss_terms
 
-        return dict(baseline_loss_terms(out, batch["image"], batch["attributes"], batch["label"], cfg.model))
+        return dict(baseline_loss_terms(out, batch["image"], batch["attributes"], batch["label"], cfg.model,
+                                        gather=gather))
 
     def after_backward(self, model: nn.Module) -> None:
         return None

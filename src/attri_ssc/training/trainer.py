@@ -9,6 +9,7 @@ mid-stage with bit-identical results on CPU. Only rank 0 writes files.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -440,13 +441,14 @@ def train(cfg: ExperimentConfig, data_dir: str | Path, run_dir: str | Path, resu
             wrapped = nn.parallel.DistributedDataParallel(
                 model, device_ids=[info.local_rank] if device.type == "cuda" else None)
         params = [p for g in groups for p in g["params"]]
+        gather = functools.partial(dist_utils.all_gather_with_grad, info=info) if info.enabled else None
         bar = tqdm(total=stage.steps, initial=position.step_in_stage, desc=f"{cfg.train.family} {stage.name}",
                    disable=not (progress and info.is_main), dynamic_ncols=True, leave=True)
         while position.step_in_stage < stage.steps:
             batch = to_device(schedule.batch(position.global_step), device, cfg.train.channels_last)
             with autocast:
                 out = wrapped(batch["image"])
-                terms = family.loss_terms(model, out, batch, stage, cfg)
+                terms = family.loss_terms(model, out, batch, stage, cfg, gather=gather)
             total = sum(terms.values())
             scale = stage.lr_scale(position.step_in_stage)
             for group, base in zip(optimizer.param_groups, base_lrs):

@@ -1,0 +1,123 @@
+"""Probe: how much of each attribute the atom usages hold, read out by W and by other readers.
+
+Usage: python scripts/probes/usage_readout.py RUN [--data DIR] [--checkpoint after_stage1 ...]
+
+â = W·(K·ũ) reads attributes from the normalised atom usages only (Eqs. 7–8), so a low
+held-out ρ(â, a) can come from W (a linear map over top-k atoms) or from the usages
+themselves (global pooling keeps how much each atom fires, not where). This probe fits
+other readers on the *same* training-split features K·ũ and scores them on the test split:
+
+* ``W (model)``: the run's own â (Stage III: top-k atoms per attribute);
+* ``ridge``: linear least squares over all K atoms (ridge 1e-3, no intercept, as Stage II's
+  initialisation);
+* ``kernel ridge``: RBF kernel ridge over all K atoms, α and γ picked by 4-fold CV on the
+  training split (scikit-learn);
+* ``boosted trees``: scikit-learn's histogram gradient boosting over all K atoms.
+
+If the nonlinear readers do no better than ridge, the attribute is missing from the usages,
+not from W. For reference, two image-level readers that bypass the usages: the edit
+verifier's model-free judge (an intensity segmentation; cavity, myocardium and wall
+thickness only) applied to the test inputs and to the model's reconstructions. A judge ρ on
+reconstructions well above every usage reader means the code maps Z still carry the
+attribute to the decoder, and the global pooling of Eq. 7 is where it is lost. ``--checkpoint NAME`` scores ``RUN/checkpoints/NAME`` instead of the final model
+(for example ``after_stage1``: what the unsupervised codes hold before any attribute loss).
+Prints one Markdown table of held-out Spearman ρ per reader and attribute.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.stats import spearmanr
+from sklearn.ensemble import HistGradientBoostingRegressor
+from sklearn.kernel_ridge import KernelRidge
+from sklearn.model_selection import GridSearchCV
+
+from attri_ssc.checkpoint import load_checkpoint
+from attri_ssc.commands.interpret import load_run_and_data
+from attri_ssc.evaluation.judge import measure_batch
+from attri_ssc.training.state import load_model_tensors
+
+
+def usage_features(model, images: torch.Tensor, batch: int = 64) -> np.ndarray:
+    """K·ũ of each image: (N, 1, *S) → (N, K), the mapper's own input."""
+    with torch.no_grad():
+        return torch.cat([model.mapper.features(model.backbone(images[i:i + batch]).codes)
+                          for i in range(0, len(images), batch)]).double().numpy()
+
+
+def _rho(pred: np.ndarray, truth: np.ndarray) -> float:
+    return float(spearmanr(pred, truth)[0])
+
+
+def readouts(model, bundle) -> dict[str, list[float]]:
+    """Reader name → held-out Spearman ρ per attribute (in the bundle's attribute order)."""
+    f_train, f_test = usage_features(model, bundle.train.images), usage_features(model, bundle.test.images)
+    y_train, y_test = bundle.train.attributes.double().numpy(), bundle.test.attributes.double().numpy()
+    with torch.no_grad():
+        a_hat = torch.cat([model.mapper(model.backbone(bundle.test.images[i:i + 64]).codes)
+                           for i in range(0, len(bundle.test.images), 64)]).double().numpy()
+    gram = f_train.T @ f_train + 1e-3 * len(f_train) * np.eye(f_train.shape[1])
+    linear = f_test @ np.linalg.solve(gram, f_train.T @ y_train)
+    out: dict[str, list[float]] = {"W (model)": [], "ridge": [], "kernel ridge": [], "boosted trees": []}
+    for m in range(y_train.shape[1]):
+        kernel = GridSearchCV(KernelRidge(kernel="rbf"), {"alpha": [1e-3, 1e-2, 1e-1, 1.0],
+                                                          "gamma": [1e-3, 1e-2, 1e-1]}, cv=4)
+        kernel.fit(f_train, y_train[:, m])
+        trees = HistGradientBoostingRegressor(max_iter=300, random_state=0).fit(f_train, y_train[:, m])
+        out["W (model)"].append(_rho(a_hat[:, m], y_test[:, m]))
+        out["ridge"].append(_rho(linear[:, m], y_test[:, m]))
+        out["kernel ridge"].append(_rho(kernel.predict(f_test), y_test[:, m]))
+        out["boosted trees"].append(_rho(trees.predict(f_test), y_test[:, m]))
+    return out
+
+
+def judge_readouts(model, bundle, spacing_mm: float) -> dict[str, list[float | None]]:
+    """Held-out ρ of the model-free judge on the test inputs and on their reconstructions (None: not judged)."""
+    ds = bundle.test
+    thickness = np.array([float(bundle.cases[c].spacing[2]) for c in ds.case_ids])
+    with torch.no_grad():
+        recon = torch.cat([model.backbone(ds.images[i:i + 64]).recon.clamp(0, 1) for i in range(0, len(ds), 64)])
+    truth = ds.raw_attributes.double().numpy()
+    out: dict[str, list[float | None]] = {}
+    for label, images in (("judge on inputs", ds.images), ("judge on reconstructions", recon)):
+        got = measure_batch(images, spacing_mm, thickness)
+        valid = got["valid"] > 0
+        out[label] = [float(spearmanr(got[n][valid], truth[valid, m])[0]) if n in got else None
+                      for m, n in enumerate(bundle.attribute_names)]
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run", type=Path)
+    parser.add_argument("--data", type=Path, default=None, help="data folder (default: the run's)")
+    parser.add_argument("--checkpoint", action="append", default=[],
+                        help="score RUN/checkpoints/NAME (repeatable; 'final' is RUN/model, the default)")
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    run, bundle = load_run_and_data(args.run, args.data)
+    names = list(bundle.attribute_names)
+    print(f"held-out Spearman ρ on {len(bundle.test)} test items, readers fitted on {len(bundle.train)} "
+          f"training items ({run.model.mapper.n_atoms} atoms)\n")
+    print("| model | reader | " + " | ".join(names) + " |")
+    print("|---|---|" + "---|" * len(names))
+    for label in args.checkpoint or ["final"]:
+        tensors, _ = load_checkpoint(args.run / "model" if label == "final" else args.run / "checkpoints" / label)
+        load_model_tensors(run.model, tensors)
+        run.model.eval()
+        rows = readouts(run.model, bundle)
+        if run.config.data.spatial_dims == 2:
+            rows.update(judge_readouts(run.model, bundle, float(run.config.data.spacing_mm)))
+        for reader, values in rows.items():
+            if label == "after_stage1" and reader == "W (model)":
+                continue  # W is not fitted before Stage II
+            cells = ["–" if v is None else f"{v:.3f}" for v in values]
+            print(f"| {label} | {reader} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
