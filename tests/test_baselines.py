@@ -278,6 +278,28 @@ def test_loss_terms_match_oracles(case):
     assert total_loss(terms).item() == pytest.approx(sum(t.item() for t in terms.values()), rel=1e-6)
 
 
+@pytest.mark.parametrize("variant", ["ar_vae", "attri_vae"])
+def test_ar_term_uses_the_gather(variant):
+    """With several processes the trainer passes a gather: AR then compares the gathered rows;
+    the other terms stay per-process."""
+    cfg = tiny_baseline_config(variant, 2)
+    torch.manual_seed(0)
+    model = AttriVAE(cfg).eval()
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(B, 1, *DIMS[2], generator=g)
+    attributes = torch.rand(B, A, generator=g)
+    labels = torch.randint(0, 2, (B,), generator=g)
+    out = model(x)
+    fake_gather = lambda t: torch.cat([t, 0.5 * t.flip(0)])  # noqa: E731
+    terms = baseline_loss_terms(out, x, attributes, labels, cfg, gather=fake_gather)
+    plain = baseline_loss_terms(out, x, attributes, labels, cfg)
+    expected = cfg.gamma * np_ar(to_np(fake_gather(out.z[:, :A])), to_np(fake_gather(attributes)), cfg.delta)
+    assert terms["ar"].item() == pytest.approx(expected, rel=1e-5)
+    assert terms["ar"].item() != pytest.approx(plain["ar"].item(), rel=1e-3)
+    for name in set(terms) - {"ar"}:
+        assert terms[name].item() == plain[name].item()
+
+
 def test_beta_scales_kl_as_configured():
     """The 'kl' term is β times the closed form, for given μ and log σ² of order one."""
     cfg = tiny_baseline_config("beta_vae", 2)

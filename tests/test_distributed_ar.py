@@ -6,12 +6,11 @@ DDP-averaged gradient must equal the one-process gradient of the same loss on th
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from attri_ssc.losses import attribute_regularization_loss
@@ -42,20 +41,20 @@ def _worker(rank: int, world: int, init_file: str, out_file: str) -> None:
         ddp = nn.parallel.DistributedDataParallel(model)
         info = DistInfo(rank, world, rank)
         per = GLOBAL_BATCH // world
-        xs, as_ = x[rank * per:(rank + 1) * per], a[rank * per:(rank + 1) * per]
-        pred = ddp(xs)
-        loss, ar = _loss(pred, (all_gather_with_grad(pred, info), all_gather_with_grad(as_, info)))
+        x_local, a_local = x[rank * per:(rank + 1) * per], a[rank * per:(rank + 1) * per]
+        pred = ddp(x_local)
+        loss, ar = _loss(pred, (all_gather_with_grad(pred, info), all_gather_with_grad(a_local, info)))
         loss.backward()
         if rank == 0:
-            torch.save({"weight": model.weight.grad, "bias": model.bias.grad, "ar": ar.detach()}, out_file)
+            save_file({"weight": model.weight.grad, "bias": model.bias.grad, "ar": ar.detach().reshape(1)}, out_file)
     finally:
         dist.destroy_process_group()
 
 
 def test_gathered_ar_gradient_equals_the_one_process_gradient(tmp_path):
-    out_file = str(tmp_path / "grads.pt")
+    out_file = str(tmp_path / "grads.safetensors")
     mp.spawn(_worker, args=(2, str(tmp_path / "init"), out_file), nprocs=2, join=True)
-    got = torch.load(out_file, weights_only=True)
+    got = load_file(out_file)
 
     x, a, model = _data()
     pred = model(x)
@@ -77,8 +76,9 @@ def test_gather_is_the_identity_in_one_process():
     assert all_gather_with_grad(t, DistInfo()) is t
 
 
-def test_family_loss_terms_use_the_gather(tmp_path):
-    """The trainer's gather reaches the AR term of both families (a fake gather that repeats the batch)."""
+def test_ssc_family_loss_terms_use_the_gather():
+    """The trainer's gather reaches the AR term (a fake gather that appends a scaled, flipped copy);
+    the baselines' counterpart is in test_baselines.py."""
     from attri_ssc.config import load_config
     from attri_ssc.training.families import FAMILIES
 
