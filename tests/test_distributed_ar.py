@@ -6,6 +6,8 @@ DDP-averaged gradient must equal the one-process gradient of the same loss on th
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 import torch.distributed as dist
@@ -47,6 +49,7 @@ def _worker(rank: int, world: int, init_file: str, out_file: str) -> None:
         loss.backward()
         if rank == 0:
             save_file({"weight": model.weight.grad, "bias": model.bias.grad, "ar": ar.detach().reshape(1)}, out_file)
+        dist.barrier()  # no rank leaves while the other still talks to it (gloo aborts otherwise)
     finally:
         dist.destroy_process_group()
 
@@ -105,3 +108,39 @@ def test_ssc_family_loss_terms_use_the_gather():
     assert float(terms["ar"].detach()) == pytest.approx(float(expected.detach()), rel=1e-6)
     plain = family.loss_terms(model, out, batch, stage, cfg)["ar"]
     assert float(plain.detach()) != pytest.approx(float(expected.detach()), rel=1e-3)
+
+
+def _train_worker(rank: int, world: int, init_file: str, data_dir: str, run_dir: str, cache: str, out_file: str) -> None:
+    os.environ.update(WORLD_SIZE=str(world), RANK=str(rank), LOCAL_RANK=str(rank))
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    from attri_ssc.config import load_config
+    from attri_ssc.training import distributed as dist_utils
+    from attri_ssc.training.trainer import train
+
+    shapes: list[int] = []
+    original = dist_utils.all_gather_with_grad
+
+    def counting(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
+        gathered = original(tensor, info)
+        shapes.append(gathered.shape[0])
+        return gathered
+
+    dist_utils.all_gather_with_grad = counting
+    cfg = load_config("smoke", [f"data.cache_dir={cache}", "train.num_threads=1", "train.batch_size=2"])
+    train(cfg, data_dir, run_dir, progress=False)
+    if rank == 0:
+        mapper_steps = sum(s.steps for s in cfg.stages if s.train_mapper)
+        save_file({"gathered_rows": torch.tensor(shapes), "mapper_steps": torch.tensor([mapper_steps])}, out_file)
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def test_trainer_gathers_ar_rows_from_every_rank(phantom_dir, tmp_path):
+    """Two processes through the real trainer: every step that trains W gathers â and a (2 × 2 rows)."""
+    out_file = str(tmp_path / "calls.safetensors")
+    mp.spawn(_train_worker, args=(2, str(tmp_path / "init"), str(phantom_dir), str(tmp_path / "run"),
+                                  str(tmp_path / "cache"), out_file), nprocs=2, join=True)
+    got = load_file(out_file)
+    rows = got["gathered_rows"].tolist()
+    assert len(rows) == 2 * int(got["mapper_steps"][0]) > 0  # â and a, once per step of Stages II-III
+    assert set(rows) == {4}

@@ -15,11 +15,14 @@ other readers on the *same* training-split features K·ũ and scores them on the
 * ``boosted trees``: scikit-learn's histogram gradient boosting over all K atoms.
 
 If the nonlinear readers do no better than ridge, the attribute is missing from the usages,
-not from W. For reference, two image-level readers that bypass the usages: the edit
-verifier's model-free judge (an intensity segmentation; cavity, myocardium and wall
-thickness only) applied to the test inputs and to the model's reconstructions. A judge ρ on
-reconstructions well above every usage reader means the code maps Z still carry the
-attribute to the decoder, and the global pooling of Eq. 7 is where it is lost. ``--checkpoint NAME`` scores ``RUN/checkpoints/NAME`` instead of the final model
+not from W. For reference, image-level readers that bypass the usages: the edit verifier's
+model-free judge (an intensity segmentation; cavity, myocardium and wall thickness only) on
+the test inputs and on the model's reconstructions. The judge is given one slice thickness
+for every image, as a slice shows none (volumes are in-plane areas × the case's slice
+thickness, which varies between cases), so it reads what the usage readers could read. The
+last row, ``in-plane truth``, ranks the ground-truth in-plane areas (the masks' volumes
+divided by their case's slice thickness) against the volumes: about the best a reader of a
+single slice can do on the volume attributes, unless thickness leaves a trace in the image. ``--checkpoint NAME`` scores ``RUN/checkpoints/NAME`` instead of the final model
 (for example ``after_stage1``: what the unsupervised codes hold before any attribute loss).
 Prints one Markdown table of held-out Spearman ρ per reader and attribute.
 """
@@ -57,9 +60,8 @@ def readouts(model, bundle) -> dict[str, list[float]]:
     """Reader name → held-out Spearman ρ per attribute (in the bundle's attribute order)."""
     f_train, f_test = usage_features(model, bundle.train.images), usage_features(model, bundle.test.images)
     y_train, y_test = bundle.train.attributes.double().numpy(), bundle.test.attributes.double().numpy()
-    with torch.no_grad():
-        a_hat = torch.cat([model.mapper(model.backbone(bundle.test.images[i:i + 64]).codes)
-                           for i in range(0, len(bundle.test.images), 64)]).double().numpy()
+    weight = model.mapper.effective_weight().detach().double().numpy()
+    a_hat = f_test @ weight.T  # the model's â = W·(K ũ), from the same features
     gram = f_train.T @ f_train + 1e-3 * len(f_train) * np.eye(f_train.shape[1])
     linear = f_test @ np.linalg.solve(gram, f_train.T @ y_train)
     out: dict[str, list[float]] = {"W (model)": [], "ridge": [], "kernel ridge": [], "boosted trees": []}
@@ -75,19 +77,28 @@ def readouts(model, bundle) -> dict[str, list[float]]:
     return out
 
 
+#: Attributes that are an in-plane quantity × the case's slice thickness.
+PER_THICKNESS = ("lv_volume", "myo_volume", "infarct_volume")
+
+
 def judge_readouts(model, bundle, spacing_mm: float) -> dict[str, list[float | None]]:
-    """Held-out ρ of the model-free judge on the test inputs and on their reconstructions (None: not judged)."""
+    """Held-out ρ of image-level readers (None: not measured): the model-free judge on the test
+    inputs and on their reconstructions, given one thickness for all, and the in-plane truth."""
     ds = bundle.test
-    thickness = np.array([float(bundle.cases[c].spacing[2]) for c in ds.case_ids])
     with torch.no_grad():
         recon = torch.cat([model.backbone(ds.images[i:i + 64]).recon.clamp(0, 1) for i in range(0, len(ds), 64)])
     truth = ds.raw_attributes.double().numpy()
     out: dict[str, list[float | None]] = {}
-    for label, images in (("judge on inputs", ds.images), ("judge on reconstructions", recon)):
-        got = measure_batch(images, spacing_mm, thickness)
+    for label, images in (("judge on inputs, one thickness", ds.images),
+                          ("judge on reconstructions, one thickness", recon)):
+        got = measure_batch(images, spacing_mm, 1.0)
         valid = got["valid"] > 0
-        out[label] = [float(spearmanr(got[n][valid], truth[valid, m])[0]) if n in got else None
+        out[label] = [_rho(got[n][valid], truth[valid, m]) if n in got else None
                       for m, n in enumerate(bundle.attribute_names)]
+    thickness = np.array([float(bundle.cases[c].spacing[2]) for c in ds.case_ids])
+    out["in-plane truth (volume / slice thickness)"] = [
+        _rho(truth[:, m] / thickness, truth[:, m]) if n in PER_THICKNESS else None
+        for m, n in enumerate(bundle.attribute_names)]
     return out
 
 
