@@ -81,25 +81,26 @@ def readouts(model, bundle) -> dict[str, list[float]]:
 PER_THICKNESS = ("lv_volume", "myo_volume", "infarct_volume")
 
 
-def judge_readouts(model, bundle, spacing_mm: float) -> dict[str, list[float | None]]:
-    """Held-out ρ of image-level readers (None: not measured): the model-free judge on the test
-    inputs and on their reconstructions, given one thickness for all, and the in-plane truth."""
-    ds = bundle.test
-    with torch.no_grad():
-        recon = torch.cat([model.backbone(ds.images[i:i + 64]).recon.clamp(0, 1) for i in range(0, len(ds), 64)])
-    truth = ds.raw_attributes.double().numpy()
-    out: dict[str, list[float | None]] = {}
-    for label, images in (("judge on inputs, one thickness", ds.images),
-                          ("judge on reconstructions, one thickness", recon)):
-        got = measure_batch(images, spacing_mm, 1.0)
-        valid = got["valid"] > 0
-        out[label] = [_rho(got[n][valid], truth[valid, m]) if n in got else None
-                      for m, n in enumerate(bundle.attribute_names)]
-    thickness = np.array([float(bundle.cases[c].spacing[2]) for c in ds.case_ids])
-    out["in-plane truth (volume / slice thickness)"] = [
-        _rho(truth[:, m] / thickness, truth[:, m]) if n in PER_THICKNESS else None
-        for m, n in enumerate(bundle.attribute_names)]
-    return out
+def judge_rho(images: torch.Tensor, bundle, spacing_mm: float) -> list[float | None]:
+    """Held-out ρ of the model-free judge on test-split ``images`` (N, 1, H, W), given one slice
+    thickness for all (None: an attribute the judge does not measure)."""
+    got = measure_batch(images, spacing_mm, 1.0)
+    valid = got["valid"] > 0
+    truth = bundle.test.raw_attributes.double().numpy()
+    return [_rho(got[n][valid], truth[valid, m]) if n in got else None for m, n in enumerate(bundle.attribute_names)]
+
+
+def in_plane_ceiling(bundle) -> list[float | None]:
+    """ρ of the ground-truth in-plane quantity (volume / the case's slice thickness) against the
+    volume, per attribute (None: not a per-thickness attribute)."""
+    truth = bundle.test.raw_attributes.double().numpy()
+    thickness = np.array([float(bundle.cases[c].spacing[2]) for c in bundle.test.case_ids])
+    return [_rho(truth[:, m] / thickness, truth[:, m]) if n in PER_THICKNESS else None
+            for m, n in enumerate(bundle.attribute_names)]
+
+
+def _row(model_label: str, reader: str, values: list[float | None]) -> str:
+    return f"| {model_label} | {reader} | " + " | ".join("–" if v is None else f"{v:.3f}" for v in values) + " |"
 
 
 def main() -> None:
@@ -112,22 +113,31 @@ def main() -> None:
     torch.set_num_threads(2)
     run, bundle = load_run_and_data(args.run, args.data)
     names = list(bundle.attribute_names)
-    print(f"held-out Spearman ρ on {len(bundle.test)} test items, readers fitted on {len(bundle.train)} "
-          f"training items ({run.model.mapper.n_atoms} atoms)\n")
+    thickness = [float(bundle.cases[c].spacing[2]) for c in bundle.test.case_ids]
+    judged = run.config.data.spatial_dims == 2
+    spacing = float(run.config.data.spacing_mm)
+    print(f"held-out Spearman ρ on {len(bundle.test)} test items (slice thickness {min(thickness):g}–"
+          f"{max(thickness):g} mm), readers fitted on {len(bundle.train)} training items "
+          f"({run.model.mapper.n_atoms} atoms)\n")
     print("| model | reader | " + " | ".join(names) + " |")
     print("|---|---|" + "---|" * len(names))
     for label in args.checkpoint or ["final"]:
         tensors, _ = load_checkpoint(args.run / "model" if label == "final" else args.run / "checkpoints" / label)
         load_model_tensors(run.model, tensors)
         run.model.eval()
-        rows = readouts(run.model, bundle)
-        if run.config.data.spatial_dims == 2:
-            rows.update(judge_readouts(run.model, bundle, float(run.config.data.spacing_mm)))
-        for reader, values in rows.items():
-            if label == "after_stage1" and reader == "W (model)":
-                continue  # W is not fitted before Stage II
-            cells = ["–" if v is None else f"{v:.3f}" for v in values]
-            print(f"| {label} | {reader} | " + " | ".join(cells) + " |")
+        for reader, values in readouts(run.model, bundle).items():
+            if not (label == "after_stage1" and reader == "W (model)"):  # W is not fitted before Stage II
+                print(_row(label, reader, values))
+        if judged:
+            ds = bundle.test
+            with torch.no_grad():
+                recon = torch.cat([run.model.backbone(ds.images[i:i + 64]).recon.clamp(0, 1)
+                                   for i in range(0, len(ds), 64)])
+            print(_row(label, "judge on reconstructions, one thickness", judge_rho(recon, bundle, spacing)))
+    # readers of the data alone (no model)
+    if judged:
+        print(_row("–", "judge on inputs, one thickness", judge_rho(bundle.test.images, bundle, spacing)))
+    print(_row("–", "in-plane truth (volume / slice thickness)", in_plane_ceiling(bundle)))
 
 
 if __name__ == "__main__":
