@@ -15,7 +15,7 @@ from attri_ssc.data.emidec import EmidecCase, read_dataset
 from attri_ssc.data.phantoms import load_ground_truth
 from attri_ssc.data.preprocess import PreprocessParams, preprocess_stack
 from attri_ssc.data.splits import split_counts, stratified_split
-from attri_ssc.errors import ConfigError
+from attri_ssc.errors import ConfigError, DataError
 
 ALL = {"train", "val", "test"}
 
@@ -169,3 +169,21 @@ def test_data_config_validation_and_round_trip():
         DataConfig(intensity_percentiles=(99.0, 1.0)).validate()
     with pytest.raises(ConfigError, match="unknown data config key"):
         DataConfig.from_dict({"spacing": 2.0})
+
+
+def test_a_saved_split_is_reused_exactly_and_checked(bundle2d, phantom_dir):
+    """A run's split.json rebuilds the same bundle whatever the seed; a split that does not name
+    exactly the folder's usable cases is refused, naming the cases."""
+    cfg = bundle2d.config
+    other_seed = build_datasets(phantom_dir, cfg, seed=5)
+    assert other_seed.split != bundle2d.split  # 6 cases: another seed draws another split
+    again = build_datasets(phantom_dir, cfg, seed=5, split=bundle2d.split)
+    assert again.split == bundle2d.split
+    assert again.test.case_ids == bundle2d.test.case_ids
+    np.testing.assert_array_equal(again.train.raw_attributes.numpy(), bundle2d.train.raw_attributes.numpy())
+    broken = {k: list(v) for k, v in bundle2d.split.items()}
+    moved = broken["test"].pop()
+    with pytest.raises(DataError, match=moved):
+        build_datasets(phantom_dir, cfg, split=broken)
+    with pytest.raises(DataError, match="NOPE"):
+        build_datasets(phantom_dir, cfg, split={**bundle2d.split, "val": [*bundle2d.split["val"], "NOPE"]})

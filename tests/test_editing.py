@@ -252,6 +252,17 @@ def test_hold_fixed_indices_follow_the_attribute_names():
     names = ["wall_thickness", "lv_volume", "infarct_volume", "myo_volume"]
     assert editing.hold_fixed_indices(names) == {0: (1,), 1: (3,), 3: (1,)}
     assert editing.hold_fixed_indices(["lv_volume", "wall_thickness"]) == {1: (0,)}
+    # the area forms hold each other fixed; wall thickness holds whichever cavity form is supervised
+    assert editing.hold_fixed_indices(["lv_area", "myo_area", "wall_thickness"]) == {0: (1,), 1: (0,), 2: (0,)}
+
+
+def test_judged_names_follow_the_supervised_form():
+    from attri_ssc.evaluation.verification import judged_names
+
+    assert judged_names(["lv_area", "myo_area", "wall_thickness", "infarct_area"]) == ("lv_area", "myo_area",
+                                                                                       "wall_thickness")
+    assert judged_names(["lv_volume", "myo_volume", "infarct_volume"]) == ("lv_volume", "myo_volume", "wall_thickness")
+    assert judged_names(["infarct_area"]) == ("lv_area", "myo_area", "wall_thickness")  # the area by default
 
 
 def _linear_decoder(k: int, s: int, size: int, seed: int = 0):
@@ -360,6 +371,11 @@ def test_verification_summary_on_synthetic_judged_responses():
     # an image whose judged value never changes scores ρ = 0
     flat = dict(resp, lv_volume=np.full((3, 5), 9.0))
     assert summarise(flat, alphas, "lv_volume", scale)["monotonicity"] == 0.0
+    # leakage is measured onto the judged attributes given, never onto a form of the target itself
+    areas = {"lv_area": resp["lv_volume"], "myo_area": resp["myo_volume"], "wall_thickness": resp["wall_thickness"],
+             "predicted": resp["predicted"]}
+    sa = summarise(areas, alphas, "lv_area", {"lv_area": 2.0, "myo_area": 1.0, "wall_thickness": 0.5})
+    assert sa["leakage_by_attribute"] == pytest.approx({"myo_area": 0.5, "wall_thickness": 0.2})
 
 
 def test_exclusive_selection_drops_atoms_other_attributes_use():

@@ -46,6 +46,12 @@ def test_recovers_ground_truth_volumes_and_thickness(phantom_dir):
         assert np.abs(per_slice[:, COL["wall_thickness"]] - truth_thick).max() < 0.5
         # Per-slice volumes add up to the case volume.
         assert per_slice[:, COL["lv_volume"]].sum() == pytest.approx(case[COL["lv_volume"]])
+        # In-plane areas (cm²) against the analytic areas of the drawn rings, per slice and in sum.
+        for name in ("lv_area", "myo_area"):
+            truth_area = np.array([sl[name] for sl in t.slices])
+            np.testing.assert_allclose(per_slice[:, COL[name]], truth_area, rtol=0.05, err_msg=f"{c.case_id} {name}")
+            assert case[COL[name]] == pytest.approx(t.attributes[name], rel=0.02), (c.case_id, name)
+        assert abs(case[COL["infarct_area"]] - t.attributes["infarct_area"]) <= max(0.02 * t.attributes["infarct_area"], 0.03)
 
 
 def test_volume_uses_header_spacing(tmp_path):
@@ -63,6 +69,12 @@ def test_volume_uses_header_spacing(tmp_path):
     assert case[COL["lv_volume"]] == pytest.approx(100 * voxel_ml)
     assert case[COL["infarct_volume"]] == pytest.approx(8 * voxel_ml)
     assert case[COL["myo_volume"]] == pytest.approx(8 * voxel_ml)
+    # Areas: pixel count × in-plane pixel area (cm²), the slice thickness left out.
+    pixel_cm2 = 1.5 * 1.7 / 100
+    assert case[COL["lv_area"]] == pytest.approx(100 * pixel_cm2)
+    assert case[COL["infarct_area"]] == pytest.approx(8 * pixel_cm2)
+    np.testing.assert_allclose(per_slice[:, COL["lv_area"]], [50 * pixel_cm2, 50 * pixel_cm2, 0.0])
+    np.testing.assert_allclose(per_slice[:, COL["lv_area"]] * 8.0 / 10.0, per_slice[:, COL["lv_volume"]])
     assert per_slice[2].tolist() == [0.0] * len(IMAGE_ATTRIBUTES)
 
 

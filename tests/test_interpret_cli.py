@@ -102,6 +102,31 @@ def test_verify_edits_writes_json_and_markdown_for_every_rule(smoke_run, tmp_pat
     assert "| prototype | wall_thickness |" in md and "| shift+conditional | myo_volume |" in md
 
 
+def test_verify_edits_judges_the_area_form_a_run_supervises(phantom_dir, tmp_path):
+    """A run supervising in-plane areas is judged on areas: an area edit's leakage is measured
+    onto the other area and the wall thickness, never onto the volume of the same structure."""
+    from attri_ssc.config import load_config
+    from attri_ssc.training.trainer import train
+
+    cfg = load_config("smoke", [f"data.cache_dir={tmp_path / 'cache'}", "train.num_threads=1", "data.spacing_mm=4.0",
+                                "model.input_size=32", "data.attributes.0=lv_area", "data.attributes.1=myo_area",
+                                "data.attributes.3=infarct_area", "stages.0.steps=4", "stages.1.steps=3",
+                                "stages.2.steps=3"])
+    train(cfg, phantom_dir, tmp_path / "run", progress=False)
+    out = tmp_path / "verify"
+    assert main(["verify-edits", str(tmp_path / "run"), "--n-images", "2", "--steps", "3", "--out", str(out)]) == 0
+    rep = json.loads((out / "edit_verification.json").read_text())
+    assert rep["judged"] == ["lv_area", "myo_area", "wall_thickness"]
+    assert rep["conditional_prototypes_hold_fixed"] == {"lv_area": ["myo_area"], "myo_area": ["lv_area"],
+                                                        "wall_thickness": ["lv_area"]}
+    assert rep["headline_leakage_onto"]["myo_area"] == ["lv_area"]
+    for per_attr in rep["results"].values():
+        assert set(per_attr) == {"lv_area", "myo_area", "wall_thickness"}
+        for r in per_attr.values():
+            assert set(r["leakage_by_attribute"]) <= {"lv_area", "myo_area", "wall_thickness"}
+    assert "monotonicity (lv_area, myo_area)" in (out / "edit_verification.md").read_text()
+
+
 def test_sample_writes_grid_and_metrics(smoke_run, tmp_path):
     out = tmp_path / "s.png"
     assert main(["sample", str(smoke_run), "-n", "4", "--out", str(out)]) == 0

@@ -36,6 +36,8 @@ def test_exact_ring_oracle():
     assert m.myo_area_mm2 == pytest.approx(np.pi * ((r_in + wall) ** 2 - r_in**2) * spacing**2, rel=0.05)
     assert m.wall_thickness == pytest.approx(wall * spacing, abs=0.3)
     assert m.lv_volume == pytest.approx(m.cavity_area_mm2 * 10.0 / 1000.0)
+    assert m.lv_area == pytest.approx(m.cavity_area_mm2 / 100.0)
+    assert m.myo_area == pytest.approx(m.myo_area_mm2 / 100.0)
 
 
 def test_monotone_in_radius_and_thickness():
@@ -65,7 +67,8 @@ def test_recovers_phantom_ground_truth(phantom_dir):
     got = measure_batch(ds.images, 2.0, dz)
     assert got["valid"].all()
     assert len(ds) >= 30
-    for name, rel_bar, abs_bar in (("lv_volume", 0.08, None), ("myo_volume", 0.08, None), ("wall_thickness", None, 0.6)):
+    for name, rel_bar, abs_bar in (("lv_volume", 0.08, None), ("myo_volume", 0.08, None), ("lv_area", 0.08, None),
+                                   ("myo_area", 0.08, None), ("wall_thickness", None, 0.6)):
         true = np.array([truth[c].slices[k][name] for c, k in zip(ds.case_ids, ds.slice_indices)])
         rho = spearmanr(got[name], true)[0]
         assert rho >= 0.9, (name, rho)

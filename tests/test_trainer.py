@@ -214,3 +214,16 @@ def test_exclusive_support_shares_no_atom_after_stage3(phantom_dir, tmp_path):
 
     w2 = load_file(str(run / "checkpoints" / "after_stage2.safetensors"))["model.mapper.weight"]
     assert select_support(w2, 3).sum(0).max() > 1
+
+
+def test_the_split_follows_data_split_seed_not_train_seed(phantom_dir, tmp_path):
+    """Replicates that differ in train.seed share their patient split (data.split_seed draws it)."""
+    from attri_ssc.data.datasets import build_datasets
+
+    short = ["stages.0.steps=1", "stages.1.steps=1", "stages.2.steps=1"]
+    train(_cfg(tmp_path, "train.seed=1", *short), phantom_dir, tmp_path / "seed1", progress=False)
+    train(_cfg(tmp_path, "data.split_seed=4", *short), phantom_dir, tmp_path / "split4", progress=False)
+    saved = {name: json.loads((tmp_path / name / "split.json").read_text()) for name in ("seed1", "split4")}
+    cfg = _cfg(tmp_path).data
+    assert saved["seed1"] == build_datasets(phantom_dir, cfg).split
+    assert saved["split4"] == build_datasets(phantom_dir, cfg, seed=4).split != saved["seed1"]

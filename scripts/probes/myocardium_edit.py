@@ -24,12 +24,12 @@ from attri_ssc.evaluation.editing import (alpha_grid, collect_codes, edit_codes,
                                           prototypes_from_codes, run_atom_bounds, select_atoms)
 from attri_ssc.evaluation.judge import measure_batch
 from attri_ssc.evaluation.sampling import decode_samples
-from attri_ssc.evaluation.verification import JUDGED, held_out_images, summarise
+from attri_ssc.evaluation.verification import held_out_images, judged_names, summarise
 
 
-def judged(backbone, codes, spacing, thickness) -> dict[str, np.ndarray]:
+def judged(backbone, codes, spacing, thickness, names) -> dict[str, np.ndarray]:
     got = measure_batch(decode_samples(backbone, codes), spacing, thickness)
-    return {n: np.where(got["valid"] > 0, got[n], np.nan) for n in JUDGED}
+    return {n: np.where(got["valid"] > 0, got[n], np.nan) for n in names}
 
 
 def main() -> None:
@@ -41,6 +41,8 @@ def main() -> None:
     torch.set_grad_enabled(False)
     run, bundle = load_run_and_data(args.run, None, "cpu")
     names = list(run.attribute_names)
+    JUDGED = judged_names(names)
+    cavity, myo = JUDGED[0], JUDGED[1]
     spacing = float(run.config.data.spacing_mm)
     held, scale = held_out_images(_split(bundle, "test"), bundle.cases, spacing, 24)
     backbone = run.model.backbone
@@ -54,7 +56,7 @@ def main() -> None:
     alphas = alpha_grid(9)
     weight = run.model.mapper.effective_weight()
 
-    m = names.index("myo_volume")
+    m = names.index(myo)
     o = hold[m][0]
     design = torch.cat([torch.ones(len(attrs), 1, dtype=attrs.dtype), attrs[:, [o]]], dim=1)
     resid = attrs[:, m] - (design @ torch.linalg.lstsq(design, attrs[:, m:m + 1]).solution).squeeze(1)
@@ -65,12 +67,12 @@ def main() -> None:
     print(f"myocardium edit (shift, hold-fixed), atoms {list(sel.atoms)}: judged means over the slices")
     for a in alphas.tolist():
         got = judged(backbone, edit_codes(codes, sel, bounds, a, "shift", prototypes=protos), spacing,
-                     held.slice_thickness_mm)
+                     held.slice_thickness_mm, JUDGED)
         print(f"  α {a:+.2f}  " + "  ".join(f"{n} {np.nanmean(got[n]):.2f}" for n in JUDGED))
 
     predicted = run.model.mapper(codes).double()
     tz = train_codes.double()
-    for attr in ("lv_volume", "myo_volume"):
+    for attr in (cavity, myo):
         m = names.index(attr)
         o = hold[m][0]
         sel = select_atoms(weight, m, run.config.train.top_k)
@@ -90,7 +92,7 @@ def main() -> None:
             z = codes.clone()
             for j in sel.atoms:
                 z[:, j] += a * step[:, j]
-            got = judged(backbone, z, spacing, held.slice_thickness_mm)
+            got = judged(backbone, z, spacing, held.slice_thickness_mm, JUDGED)
             for n in JUDGED:
                 responses[n][:, k] = got[n]
         res = summarise(responses, alphas.numpy().astype(np.float64), attr, scale)

@@ -24,7 +24,8 @@ last row, ``in-plane truth``, ranks the ground-truth in-plane areas (the masks' 
 divided by their case's slice thickness) against the volumes: about the best a reader of a
 single slice can do on the volume attributes, unless thickness leaves a trace in the image. ``--checkpoint NAME`` scores ``RUN/checkpoints/NAME`` instead of the final model
 (for example ``after_stage1``: what the unsupervised codes hold before any attribute loss).
-Prints one Markdown table of held-out Spearman ρ per reader and attribute.
+For a run that supervises in-plane areas, two more rows score the final â and the true areas
+against the slice volumes (area × the case's slice thickness). Prints one Markdown table of held-out Spearman ρ per reader and attribute.
 """
 
 from __future__ import annotations
@@ -79,6 +80,8 @@ def readouts(model, bundle) -> dict[str, list[float]]:
 
 #: Attributes that are an in-plane quantity × the case's slice thickness.
 PER_THICKNESS = ("lv_volume", "myo_volume", "infarct_volume")
+#: The in-plane areas (cm²) those volumes are made of.
+PER_AREA = ("lv_area", "myo_area", "infarct_area")
 
 
 def judge_rho(images: torch.Tensor, bundle, spacing_mm: float) -> list[float | None]:
@@ -138,6 +141,17 @@ def main() -> None:
     if judged:
         print(_row("–", "judge on inputs, one thickness", judge_rho(bundle.test.images, bundle, spacing)))
     print(_row("–", "in-plane truth (volume / slice thickness)", in_plane_ceiling(bundle)))
+    if any(n in PER_AREA for n in names):
+        # a run that supervises areas (the last model scored above), against the slice volumes
+        with torch.no_grad():
+            a_hat = torch.cat([run.model(bundle.test.images[i:i + 64]).attributes
+                               for i in range(0, len(bundle.test), 64)]).double().numpy()
+        truth = bundle.test.raw_attributes.double().numpy()
+        volume = truth * (np.asarray(thickness)[:, None] / 10.0)  # cm² × mm / 10 = mL
+        print(_row(label, "W (model) against the slice volumes (area × slice thickness)",
+                   [_rho(a_hat[:, m], volume[:, m]) if n in PER_AREA else None for m, n in enumerate(names)]))
+        print(_row("–", "in-plane truth against the slice volumes",
+                   [_rho(truth[:, m], volume[:, m]) if n in PER_AREA else None for m, n in enumerate(names)]))
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ def _interpret_all(args: argparse.Namespace) -> int:
 
     index: dict = {}
     # Interpolate between the test slices with the smallest and the largest LV cavity.
-    lv = names.index("lv_volume") if "lv_volume" in names else 0
+    lv = next((names.index(n) for n in ("lv_area", "lv_volume") if n in names), 0)
     order = test.raw_attributes[:, lv].argsort()
     spec = lambda i: f"{test.case_ids[i]}:{test.slice_indices[i]}" if test.slice_indices[i] >= 0 else test.case_ids[i]  # noqa: E731
     a, b = spec(int(order[0])), spec(int(order[-1]))
@@ -87,7 +87,7 @@ def _verification_entry(report: dict) -> dict:
             rows.append([variant, attr, res.get("monotonicity"), res.get("leakage"), res.get("leakage_all"),
                          ", ".join(map(str, res.get("atoms", [])))])
     default = next(iter(variants), None)
-    for attr in ("lv_volume", "myo_volume"):
+    for attr in ("lv_area", "lv_volume", "myo_area", "myo_volume"):
         res = variants.get(default, {}).get(attr) if default else None
         if res and res.get("monotonicity") is not None:
             leak = res.get("leakage")

@@ -5,6 +5,12 @@ Two scopes:
 * ``image`` attributes are measured from the sample's own mask: the whole stack for a
   3D item, the single slice for a 2D item (a slice "volume" is its area times the slice
   thickness, so per-slice volumes of a case sum to the case volume).
+* The ``*_area`` attributes are in-plane areas (cm²): a 2D item's is its slice's area, a
+  3D item's the sum over its slices (its volume divided by the slice thickness). A slice
+  image shows its area but not its thickness, which varies between cases (8-13 mm in
+  EMIDEC), so a per-slice volume is the area times a factor no single slice can see: on
+  the demo phantoms the exact in-plane myocardial area ranks the slice myocardial
+  volumes only to Spearman 0.90. 2D models should therefore supervise areas.
 * ``case`` attributes belong to the patient (clinical text file, N/P label); a 2D item
   carries its case's value.
 
@@ -78,6 +84,9 @@ IMAGE_ATTRIBUTES: tuple[str, ...] = (
     "infarct_fraction",
     "scar_presence",
     "wall_thickness",
+    "lv_area",
+    "myo_area",
+    "infarct_area",
 )
 
 #: Clinical attributes, in the order of :meth:`ClinicalRecord.attribute_values`.
@@ -104,6 +113,10 @@ ATTRIBUTES: dict[str, AttributeSpec] = _specs(
     AttributeSpec("infarct_fraction", "infarct volume as a percentage of myocardial volume", "%", "image"),
     AttributeSpec("scar_presence", "1 if any infarct or no-reflow voxel, else 0", "", "image", "binary"),
     AttributeSpec("wall_thickness", "mean myocardial wall thickness (distance transform)", "mm", "image"),
+    AttributeSpec("lv_area", "LV cavity in-plane area (label 1; summed over the item's slices)", "cm²", "image"),
+    AttributeSpec("myo_area", "myocardial in-plane area (labels 2, 3, 4; summed over slices)", "cm²", "image"),
+    AttributeSpec("infarct_area", "infarct in-plane area including no-reflow (labels 3, 4; summed over slices)",
+                  "cm²", "image"),
     AttributeSpec("fevg", "ejection fraction (FEVG)", "%", "case"),
     AttributeSpec("age", "age", "years", "case"),
     AttributeSpec("sex", "sex, 1 male / 0 female", "", "case", "binary"),
@@ -206,15 +219,18 @@ def measure_mask(mask: np.ndarray, spacing: tuple[float, float, float]) -> tuple
         raise ValueError(f"mask must be (X, Y, Z), got shape {mask.shape}")
     sx, sy, sz = (float(s) for s in spacing)
     voxel_ml = sx * sy * sz / 1000.0
-    cav = (mask == LABEL_CAVITY).sum(axis=(0, 1)).astype(np.float64) * voxel_ml
-    myo = myocardium(mask).sum(axis=(0, 1)).astype(np.float64) * voxel_ml
-    inf = (mask >= LABEL_INFARCT).sum(axis=(0, 1)).astype(np.float64) * voxel_ml
+    pixel_cm2 = sx * sy / 100.0
+    n_cav = (mask == LABEL_CAVITY).sum(axis=(0, 1)).astype(np.float64)
+    n_myo = myocardium(mask).sum(axis=(0, 1)).astype(np.float64)
+    n_inf = (mask >= LABEL_INFARCT).sum(axis=(0, 1)).astype(np.float64)
+    cav, myo, inf = n_cav * voxel_ml, n_myo * voxel_ml, n_inf * voxel_ml
+    cav_a, myo_a, inf_a = n_cav * pixel_cm2, n_myo * pixel_cm2, n_inf * pixel_cm2
     nr = (mask == LABEL_NO_REFLOW).sum(axis=(0, 1)).astype(np.float64) * voxel_ml
     thick = slice_wall_thickness(mask, (sx, sy))
     with np.errstate(invalid="ignore", divide="ignore"):
         frac = np.where(myo > 0, 100.0 * inf / np.maximum(myo, 1e-12), 0.0)
     scar = (inf > 0).astype(np.float64)
-    per_slice = np.stack([cav, myo, inf, nr, frac, scar, thick], axis=1)
+    per_slice = np.stack([cav, myo, inf, nr, frac, scar, thick, cav_a, myo_a, inf_a], axis=1)
 
     total_myo = myo.sum()
     case_thick = float((thick * myo).sum() / total_myo) if total_myo > 0 else 0.0
@@ -227,6 +243,9 @@ def measure_mask(mask: np.ndarray, spacing: tuple[float, float, float]) -> tuple
             100.0 * inf.sum() / total_myo if total_myo > 0 else 0.0,
             float(inf.sum() > 0),
             case_thick,
+            cav_a.sum(),
+            myo_a.sum(),
+            inf_a.sum(),
         ],
         dtype=np.float64,
     )

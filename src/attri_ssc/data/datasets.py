@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -323,13 +323,16 @@ def _make_dataset(preps: list[PreparedCase], cfg: DataConfig, names: tuple[str, 
     )
 
 
-def build_datasets(data_dir: str | Path, cfg: DataConfig, seed: int | None = None) -> DataBundle:
+def build_datasets(data_dir: str | Path, cfg: DataConfig, seed: int | None = None,
+                   split: Mapping[str, Sequence[str]] | None = None) -> DataBundle:
     """Read, preprocess, split and scale a folder in EMIDEC layout.
 
     Args:
         data_dir: folder in EMIDEC layout (real or phantom).
         cfg: data configuration (validated here).
         seed: split seed; None uses ``cfg.split_seed``.
+        split: a saved patient split ({'train', 'val', 'test'} → case ids, e.g. a run's
+            ``split.json``) to use instead of drawing one; it must name exactly the usable cases.
 
     Returns:
         :class:`DataBundle`; the scaler is fitted on the training items only.
@@ -361,11 +364,21 @@ def build_datasets(data_dir: str | Path, cfg: DataConfig, seed: int | None = Non
             preps = [p for p in preps if p.image.shape[0] <= cfg.n_slices]
     if not preps:
         raise DataError(f"{data_dir}: no usable cases")
-    split = stratified_split(
-        {p.case.case_id: p.case.label for p in preps},
-        tuple(cfg.split_fractions),  # type: ignore[arg-type]
-        cfg.split_seed if seed is None else int(seed),
-    )
+    if split is None:
+        split = stratified_split(
+            {p.case.case_id: p.case.label for p in preps},
+            tuple(cfg.split_fractions),  # type: ignore[arg-type]
+            cfg.split_seed if seed is None else int(seed),
+        )
+    else:
+        split = {name: sorted(split.get(name, [])) for name in ("train", "val", "test")}
+        named = [c for ids in split.values() for c in ids]
+        usable = {p.case.case_id for p in preps}
+        if len(named) != len(set(named)) or set(named) != usable:
+            missing, unknown = sorted(usable - set(named)), sorted(set(named) - usable)
+            raise DataError(f"{data_dir}: the saved split does not match the data folder's usable cases "
+                            f"(not in the split: {missing[:5]}; not usable or absent here: {unknown[:5]}; "
+                            f"or a case listed twice)")
     by_id = {p.case.case_id: p for p in preps}
     datasets = {name: _make_dataset([by_id[c] for c in ids], cfg, names) for name, ids in split.items()}
     if len(datasets["train"]) == 0:

@@ -220,9 +220,13 @@ def _geometry(draw: dict[str, Any]) -> tuple[list[dict[str, float]], dict[str, f
                 "infarct_fraction": 100.0 * inf_a / myo_a,
                 "scar_presence": float(inf_a > 0),
                 "wall_thickness": float(t[k]),
+                "lv_area": cav_a / 100.0,
+                "myo_area": myo_a / 100.0,
+                "infarct_area": inf_a / 100.0,
             }
         )
-    tot = {k: sum(s[k] for s in slices) for k in ("lv_volume", "myo_volume", "infarct_volume", "no_reflow_volume")}
+    tot = {k: sum(s[k] for s in slices)
+           for k in ("lv_volume", "myo_volume", "infarct_volume", "no_reflow_volume", "lv_area", "myo_area", "infarct_area")}
     case = {
         **tot,
         "infarct_fraction": 100.0 * tot["infarct_volume"] / tot["myo_volume"],

@@ -67,7 +67,9 @@ PROTOTYPE_RULES = ("prototype", "shift")
 HOLD_FIXED: dict[str, tuple[str, ...]] = {
     "lv_volume": ("myo_volume",),
     "myo_volume": ("lv_volume",),
-    "wall_thickness": ("lv_volume",),
+    "lv_area": ("myo_area",),
+    "myo_area": ("lv_area",),
+    "wall_thickness": ("lv_volume", "lv_area"),
 }
 
 

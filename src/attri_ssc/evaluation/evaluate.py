@@ -141,9 +141,8 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path | None = None, split:
     started = time.perf_counter()
     run = load_run(run_dir)
     data_dir = Path(data_dir or run.data_dir)
-    bundle = build_datasets(data_dir, run.config.data, seed=run.config.train.seed)
-    if run.split and bundle.split != run.split:
-        raise DataError(f"{data_dir}: the patient split differs from the one {run_dir} was trained on")
+    # the split the run was trained on (its split.json), not one drawn again
+    bundle = build_datasets(data_dir, run.config.data, split=run.split or None)
     dataset = getattr(bundle, split, None)
     if dataset is None or len(dataset) < 2:
         raise DataError(f"split {split!r} of {data_dir} has fewer than 2 samples")

@@ -45,6 +45,7 @@ class JudgeMeasurement:
         cavity_area_mm2, myo_area_mm2: areas (mm²).
         lv_volume, myo_volume: areas × slice thickness (mL), as the 2D dataset's
             per-slice attributes of the same names.
+        lv_area, myo_area: the areas in cm², as the dataset's attributes of the same names.
         wall_thickness: mean over rays of the wall's radial extent (mm).
         valid: False when no bright blood pool sits at the image centre.
     """
@@ -53,6 +54,8 @@ class JudgeMeasurement:
     myo_area_mm2: float
     lv_volume: float
     myo_volume: float
+    lv_area: float
+    myo_area: float
     wall_thickness: float
     valid: bool
 
@@ -62,12 +65,14 @@ class JudgeMeasurement:
             "myo_area_mm2": self.myo_area_mm2,
             "lv_volume": self.lv_volume,
             "myo_volume": self.myo_volume,
+            "lv_area": self.lv_area,
+            "myo_area": self.myo_area,
             "wall_thickness": self.wall_thickness,
             "valid": float(self.valid),
         }
 
 
-_INVALID = JudgeMeasurement(*(float("nan"),) * 5, valid=False)
+_INVALID = JudgeMeasurement(*(float("nan"),) * 7, valid=False)
 
 
 def _first_true(mask: np.ndarray, start: int = 0) -> int:
@@ -211,6 +216,8 @@ def measure_slice(
         myo_area_mm2=float(myo_mm2),
         lv_volume=float(cav_mm2 * slice_thickness_mm / 1000.0),
         myo_volume=float(myo_mm2 * slice_thickness_mm / 1000.0),
+        lv_area=float(cav_mm2 / 100.0),
+        myo_area=float(myo_mm2 / 100.0),
         wall_thickness=float(np.mean(rp - re) * spacing_mm),
         valid=True,
     )

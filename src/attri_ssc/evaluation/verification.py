@@ -14,9 +14,14 @@ thickness from intensities alone), and two numbers are reported per edited attri
   annulus have only two degrees of freedom (cavity radius r and wall thickness t: cavity
   area πr², myocardial area π((r + t)² − r²)), so an edit can hold at most one of the others
   fixed and the third must move. The headline ``leakage`` therefore counts only the
-  attribute that should stay put (:data:`HEADLINE_OTHERS`): the myocardial volume for a
-  cavity edit, the cavity volume for a myocardium or wall-thickness edit.
+  attribute that should stay put (:data:`HEADLINE_OTHERS`): the myocardium for a
+  cavity edit, the cavity for a myocardium or wall-thickness edit.
   ``leakage_all`` is the largest over every other judged attribute.
+
+The judge measures cavity and myocardium both as in-plane areas (``lv_area``, ``myo_area``)
+and as slice volumes (``lv_volume``, ``myo_volume``: the area times the slice thickness);
+a run is judged on the form it supervises (:func:`judged_names`), so an area edit is never
+counted as leaking onto its own volume.
 """
 
 from __future__ import annotations
@@ -35,7 +40,16 @@ from attri_ssc.evaluation.judge import measure_batch
 from attri_ssc.evaluation.sampling import decode_samples
 
 #: Attributes the judge measures (its field names equal the dataset's attribute names).
-JUDGED: tuple[str, ...] = ("lv_volume", "myo_volume", "wall_thickness")
+JUDGED: tuple[str, ...] = ("lv_volume", "myo_volume", "lv_area", "myo_area", "wall_thickness")
+#: The judged quantities, each with its interchangeable forms (first: the default).
+_QUANTITIES: tuple[tuple[str, ...], ...] = (("lv_area", "lv_volume"), ("myo_area", "myo_volume"), ("wall_thickness",))
+
+
+def judged_names(attribute_names: Sequence[str]) -> tuple[str, ...]:
+    """One judged form of each quantity (cavity, myocardium, wall thickness): the form among
+    ``attribute_names`` (the run's supervised attributes), else the area."""
+    names = set(attribute_names)
+    return tuple(next((f for f in forms if f in names), forms[0]) for forms in _QUANTITIES)
 #: For each edited attribute, the judged attributes that should not move (headline leakage):
 #: the same map that conditional prototypes hold fixed.
 HEADLINE_OTHERS: dict[str, tuple[str, ...]] = dict(HOLD_FIXED)
@@ -145,20 +159,22 @@ def _nanmean(x: Sequence[float]) -> float | None:
 def judged_responses(model, held_out: HeldOut, attribute: int, bounds: AtomBounds, alphas: torch.Tensor,
                      spacing_mm: float, top_k: int, variant: EditVariant,
                      codes: torch.Tensor | None = None, batch_size: int = 32,
-                     prototypes: AttributePrototypes | None = None) -> dict[str, np.ndarray]:
+                     prototypes: AttributePrototypes | None = None,
+                     judged: Sequence[str] = JUDGED) -> dict[str, np.ndarray]:
     """Judge every edit of every held-out image (all NaN when the variant leaves no atom to edit).
 
     Args:
         codes: the held-out images' codes (N, K, *s) if already computed (else encoded here).
         prototypes: the code maps of the ``prototype`` and ``shift`` rules (required by them).
+        judged: which of :data:`JUDGED` to return.
     Returns:
         name → (N, n_alpha) judged values (NaN where the judge fails) for each of
-        :data:`JUDGED`, plus ``predicted`` (N, n_alpha) the model's own â of the target
+        ``judged``, plus ``predicted`` (N, n_alpha) the model's own â of the target
         (scaled units).
     """
     selection = select_atoms(model.mapper.effective_weight(), attribute, top_k, variant.exclusive)
     n, m = held_out.images.shape[0], alphas.shape[0]
-    out = {name: np.full((n, m), np.nan) for name in JUDGED}
+    out = {name: np.full((n, m), np.nan) for name in judged}
     out["predicted"] = np.full((n, m), np.nan)
     if not selection.atoms:
         return out
@@ -167,7 +183,7 @@ def judged_responses(model, held_out: HeldOut, attribute: int, bounds: AtomBound
         edited = edit_codes(z, selection, bounds, a, variant.rule, variant.active_only, prototypes)
         images = decode_samples(model.backbone, edited, batch_size)  # clamped to [0, 1]
         got = measure_batch(images, spacing_mm, held_out.slice_thickness_mm)
-        for name in JUDGED:
+        for name in judged:
             out[name][:, k] = np.where(got["valid"] > 0, got[name], np.nan)
         with torch.no_grad():
             device = next(model.parameters()).device
@@ -176,7 +192,8 @@ def judged_responses(model, held_out: HeldOut, attribute: int, bounds: AtomBound
 
 
 def atom_effects(model, held_out: HeldOut, atoms: Sequence[int], spacing_mm: float, scale: dict[str, float],
-                 codes: torch.Tensor | None = None, batch_size: int = 32) -> dict[int, dict[str, float | None]]:
+                 codes: torch.Tensor | None = None, batch_size: int = 32,
+                 judged: Sequence[str] = JUDGED) -> dict[int, dict[str, float | None]]:
     """Causal probe of single atoms: the judged change when an atom's codes are doubled
     rather than zeroed, averaged over the held-out images, in units of ``scale``.
 
@@ -189,19 +206,21 @@ def atom_effects(model, held_out: HeldOut, atoms: Sequence[int], spacing_mm: flo
     z = collect_codes(model.backbone, held_out.images, batch_size) if codes is None else codes
     out: dict[int, dict[str, float | None]] = {}
     for j in atoms:
-        judged = []
+        got = []
         for factor in (0.0, 2.0):
             zz = z.clone()
             zz[:, int(j)] *= factor
-            judged.append(measure_batch(decode_samples(model.backbone, zz, batch_size), spacing_mm,
+            got.append(measure_batch(decode_samples(model.backbone, zz, batch_size), spacing_mm,
                                         held_out.slice_thickness_mm))
-        out[int(j)] = {name: _nanmean((judged[1][name] - judged[0][name]) / scale[name]) for name in JUDGED}
+        out[int(j)] = {name: _nanmean((got[1][name] - got[0][name]) / scale[name]) for name in judged}
     return out
 
 
 def summarise(responses: dict[str, np.ndarray], alphas: np.ndarray, target: str,
               scale: dict[str, float]) -> dict[str, Any]:
-    """Monotonicity and leakage (module doc) from :func:`judged_responses`' arrays."""
+    """Monotonicity and leakage (module doc) from :func:`judged_responses`' arrays (leakage onto
+    every judged attribute in ``responses``)."""
+    judged = [name for name in JUDGED if name in responses]
     tgt = responses[target]
     centre = int(np.argmin(np.abs(alphas)))
     rho = [_spearman(alphas, row) for row in tgt]
@@ -209,10 +228,10 @@ def summarise(responses: dict[str, np.ndarray], alphas: np.ndarray, target: str,
     rel = tgt - tgt[:, centre:centre + 1]
     ok = np.isfinite(rel)
     pooled = _spearman(np.broadcast_to(alphas, rel.shape)[ok], rel[ok]) if ok.sum() >= 3 else None
-    slopes = {name: np.array([_slope(alphas, row) for row in responses[name]]) / scale[name] for name in JUDGED}
+    slopes = {name: np.array([_slope(alphas, row) for row in responses[name]]) / scale[name] for name in judged}
     denom = _nanmean(np.abs(slopes[target]))
     leak: dict[str, float | None] = {}
-    for name in JUDGED:
+    for name in judged:
         if name == target:
             continue
         num = _nanmean(np.abs(slopes[name]))
@@ -249,11 +268,12 @@ def verify_edits(model, held_out: HeldOut, attribute_names: Sequence[str], bound
         attribute_names: the model's attributes, in W's row order.
         bounds: the run's :class:`AtomBounds`.
         spacing_mm: pixel spacing of the images.
-        scale: name → a positive spread (e.g. training-set std) for each of :data:`JUDGED`.
+        scale: name → a positive spread (e.g. training-set std) for each of :func:`judged_names`.
         top_k: atoms edited per attribute.
         steps: α grid size (odd).
         variants: the :class:`EditVariant` s to verify.
         attributes: which attributes to edit (default: every judged one the model supervises).
+            Edited images are measured on :func:`judged_names` of the model's attributes.
         prototypes: code maps for the ``prototype`` and ``shift`` rules; without them their plain
             variants are skipped.
         conditional_prototypes: the same with :data:`HEADLINE_OTHERS` regressed out (for the
@@ -262,9 +282,10 @@ def verify_edits(model, held_out: HeldOut, attribute_names: Sequence[str], bound
         JSON-ready dict: settings and ``results[variant][attribute]`` from :func:`summarise`.
     """
     names = list(attribute_names)
-    wanted = [a for a in (attributes or JUDGED) if a in names and a in JUDGED]
+    judged = judged_names(names)
+    wanted = [a for a in (attributes or judged) if a in names and a in judged]
     if not wanted:
-        raise ValueError(f"no judged attribute among {names}; the judge measures {list(JUDGED)}")
+        raise ValueError(f"no judged attribute among {names}; the judge measures {list(judged)}")
     alphas = alpha_grid(steps)
     codes = collect_codes(model.backbone, held_out.images)
     results: dict[str, Any] = {}
@@ -275,7 +296,7 @@ def verify_edits(model, held_out: HeldOut, attribute_names: Sequence[str], bound
         per_attr = {}
         for target in wanted:
             responses = judged_responses(model, held_out, names.index(target), bounds, alphas, spacing_mm, top_k,
-                                         variant, codes=codes, prototypes=maps)
+                                         variant, codes=codes, prototypes=maps, judged=judged)
             per_attr[target] = summarise(responses, alphas.numpy().astype(np.float64), target, scale)
             per_attr[target]["atoms"] = list(select_atoms(model.mapper.effective_weight(), names.index(target),
                                                           top_k, variant.exclusive).atoms)
@@ -283,7 +304,7 @@ def verify_edits(model, held_out: HeldOut, attribute_names: Sequence[str], bound
     weight = model.mapper.effective_weight().detach().cpu()
     edited_atoms = {t: list(select_atoms(weight, names.index(t), top_k).atoms) for t in wanted}
     effects = atom_effects(model, held_out, sorted({j for v in edited_atoms.values() for j in v}), spacing_mm,
-                           scale, codes=codes)
+                           scale, codes=codes, judged=judged)
     return {
         "n_images": int(held_out.images.shape[0]),
         "cases": sorted(set(held_out.case_ids)),
@@ -300,7 +321,8 @@ def verify_edits(model, held_out: HeldOut, attribute_names: Sequence[str], bound
         "conditional_prototypes_hold_fixed": None if conditional_prototypes is None else {
             names[m]: [names[o] for o in others] for m, others in conditional_prototypes.conditioned_on.items()},
         "scale": {k: float(v) for k, v in scale.items()},
-        "headline_leakage_onto": {k: list(v) for k, v in HEADLINE_OTHERS.items()},
+        "judged": list(judged),
+        "headline_leakage_onto": {k: [o for o in v if o in judged] for k, v in HEADLINE_OTHERS.items() if k in judged},
         "results": results,
         "atom_effects": {t: {str(j): {"weight": float(weight[names.index(t), j]), **effects[j]} for j in atoms}
                          for t, atoms in edited_atoms.items()},
@@ -346,7 +368,7 @@ def verification_markdown(report: dict[str, Any], targets: dict[str, float] | No
         lines += ["", "Targets: " + ", ".join(f"{k} {v}" for k, v in targets.items())]
     effects = report.get("atom_effects") or {}
     if effects:
-        judged = list(JUDGED)
+        judged = report.get("judged") or list(JUDGED)
         lines += ["", "## Do the edited atoms draw the attribute? (causal probe)", "",
                   "Judged change when one atom's codes are doubled rather than zeroed, mean over the images, in "
                   "spread units. W's sign says which way the atom should move its attribute.", "",
@@ -359,4 +381,4 @@ def verification_markdown(report: dict[str, Any], targets: dict[str, float] | No
 
 
 __all__ = ["HEADLINE_OTHERS", "EditVariant", "HeldOut", "JUDGED", "VARIANTS", "atom_effects", "held_out_images",
-           "judged_responses", "summarise", "verification_markdown", "verify_edits"]
+           "judged_names", "judged_responses", "summarise", "verification_markdown", "verify_edits"]

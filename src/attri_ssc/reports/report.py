@@ -236,8 +236,9 @@ def _interpretation_sections(report: Report, interp: dict[str, Any], figures: Pa
             report.img(figures / entry["png"], entry.get("caption", attribute))
     if interp.get("verification"):
         report.h(3, "Are the edits real? Independent judge")
-        report.p("A model-free judge segments each edited image by intensity and measures cavity volume, "
-                 "myocardial volume and wall thickness. Monotonicity: Spearman ρ of the judged target "
+        report.p("A model-free judge segments each edited image by intensity and measures the cavity and "
+                 "the myocardium (as in-plane areas, or as slice volumes for a run that supervises volumes) "
+                 "and the wall thickness. Monotonicity: Spearman ρ of the judged target "
                  "attribute against α. Leakage: change of the other judged attributes relative to the "
                  "target's change (0 = none).")
         report.table(*interp["verification"]["table"])

@@ -376,12 +376,13 @@ def train(cfg: ExperimentConfig, data_dir: str | Path, run_dir: str | Path, resu
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
 
-    # Data: rank 0 fills the preprocessing cache first.
+    # Data: rank 0 fills the preprocessing cache first. The patient split is drawn with
+    # data.split_seed, so runs that differ only in train.seed share their split.
     if info.is_main:
-        bundle = build_datasets(data_dir, cfg.data, seed=cfg.train.seed)
+        bundle = build_datasets(data_dir, cfg.data)
     dist_utils.barrier(info)
     if not info.is_main:
-        bundle = build_datasets(data_dir, cfg.data, seed=cfg.train.seed)
+        bundle = build_datasets(data_dir, cfg.data)
     names = tuple(bundle.attribute_names)
     if ckpt_meta.get("split") and ckpt_meta["split"] != bundle.split:
         raise CheckpointError("the data split differs from the one the run was trained on "
