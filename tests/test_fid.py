@@ -116,8 +116,9 @@ def test_fid_equals_frechet_distance_of_extracted_features():
     mu2, s2 = feature_statistics(ex(fake))
     expected = _scipy_frechet(mu1, s1, mu2, s2)
     scale = np.trace(s1) + np.trace(s2)  # FD is a difference of terms of this size
-    # 5 and 7 samples of 6 features: both covariances are rank-deficient, where scipy's sqrtm is
-    # itself accurate only to about sqrt(machine eps) (scipy 1.17 moved it by 3e-9 of the scale)
+    # 5 samples of 6 features: the fake covariance is rank-deficient, where scipy's sqrtm of
+    # s1·s2 is itself accurate only to about sqrt(machine eps) (scipy 1.17 moved it by 3e-9 of
+    # the scale); the second check ties compute_fid to our own Fréchet distance of the same features
     assert compute_fid(real, fake, extractor=ex) == pytest.approx(expected, abs=1e-7 * scale)
     assert compute_fid(real, fake, extractor=ex) == pytest.approx(frechet_distance(mu1, s1, mu2, s2), abs=1e-12 * scale)
 

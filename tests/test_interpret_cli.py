@@ -36,7 +36,7 @@ def _bundle(run: Path):
     from attri_ssc.runs import load_run
 
     loaded = load_run(run)
-    return loaded, build_datasets(loaded.data_dir, loaded.config.data, seed=loaded.config.train.seed)
+    return loaded, build_datasets(loaded.data_dir, loaded.config.data, split=loaded.split)
 
 
 def test_interpolate_and_edit_write_pngs_and_cache_bounds(smoke_run, tmp_path, capsys):
@@ -100,6 +100,29 @@ def test_verify_edits_writes_json_and_markdown_for_every_rule(smoke_run, tmp_pat
     md = (tmp_path / "edit_verification.md").read_text()
     assert "| magnitude | lv_volume |" in md and "| literal | myo_volume |" in md
     assert "| prototype | wall_thickness |" in md and "| shift+conditional | myo_volume |" in md
+
+
+def test_interpretation_and_evaluation_use_the_runs_saved_split(smoke_run, tmp_path):
+    """Commands that load a run rebuild the split it recorded, not a fresh draw from its config."""
+    import shutil
+
+    from attri_ssc.commands.interpret import load_run_and_data
+    from attri_ssc.data.datasets import build_datasets
+    from attri_ssc.evaluation.evaluate import evaluate_run
+
+    copy = tmp_path / "run"
+    shutil.copytree(smoke_run, copy)
+    loaded, bundle = _bundle(copy)
+    drawn = build_datasets(loaded.data_dir, loaded.config.data).split
+    swapped = {"train": drawn["train"], "val": drawn["test"], "test": drawn["val"]}
+    assert swapped != drawn
+    record = json.loads((copy / "model.json").read_text())
+    record["meta"]["split"] = swapped
+    (copy / "model.json").write_text(json.dumps(record))
+    _, rebuilt = load_run_and_data(copy, None)
+    assert rebuilt.split == swapped and sorted(set(rebuilt.test.case_ids)) == swapped["test"]
+    results = evaluate_run(copy, progress=False)
+    assert results["n_samples"] == len(build_datasets(loaded.data_dir, loaded.config.data, split=swapped).test)
 
 
 def test_verify_edits_judges_the_area_form_a_run_supervises(phantom_dir, tmp_path):

@@ -185,7 +185,7 @@ def test_usage_agreement_support_matches_an_independent_computation(phantom_dir,
     model = FAMILIES["attri_ssc"].build(cfg, len(meta["attribute_names"]))
     load_model_tensors(model, tensors)
     model.eval()
-    bundle = build_datasets(phantom_dir, cfg.data, seed=cfg.train.seed)
+    bundle = build_datasets(phantom_dir, cfg.data, split=meta["split"])
     with torch.no_grad():
         usage = atom_usage(model.backbone(bundle.train.images).codes)
     score = usage_agreement(model.mapper.weight, usage, bundle.train.attributes)
@@ -226,4 +226,29 @@ def test_the_split_follows_data_split_seed_not_train_seed(phantom_dir, tmp_path)
     saved = {name: json.loads((tmp_path / name / "split.json").read_text()) for name in ("seed1", "split4")}
     cfg = _cfg(tmp_path).data
     assert saved["seed1"] == build_datasets(phantom_dir, cfg).split
+    assert build_datasets(phantom_dir, cfg, seed=1).split != saved["seed1"]  # what train.seed used to draw
     assert saved["split4"] == build_datasets(phantom_dir, cfg, seed=4).split != saved["seed1"]
+
+
+def test_resume_and_fork_keep_the_checkpoints_split(phantom_dir, tmp_path):
+    """A run resumed (or forked with --init-from) continues on the split its checkpoint records,
+    even one no seed of the current config draws (runs of releases where train.seed drew it)."""
+    import json as _json
+
+    from attri_ssc.checkpoint import load_checkpoint
+    from attri_ssc.data.datasets import build_datasets
+
+    run = tmp_path / "run"
+    train(_cfg(tmp_path, "train.stop_after=8"), phantom_dir, run, progress=False)
+    cfg = _cfg(tmp_path).data
+    other = build_datasets(phantom_dir, cfg, seed=7).split
+    assert other != build_datasets(phantom_dir, cfg).split
+    # rewrite the checkpoint's recorded split as an older release would have drawn it
+    meta_path = run / "checkpoints" / "last.json"
+    record = _json.loads(meta_path.read_text())
+    record["meta"]["split"] = other
+    meta_path.write_text(_json.dumps(record))
+    result = train(_cfg(tmp_path), phantom_dir, run, resume=True, progress=False)
+    assert result.completed
+    assert _json.loads((run / "split.json").read_text()) == other
+    assert load_checkpoint(run / "model")[1]["split"] == other

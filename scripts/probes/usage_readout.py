@@ -25,7 +25,9 @@ divided by their case's slice thickness) against the volumes: about the best a r
 single slice can do on the volume attributes, unless thickness leaves a trace in the image. ``--checkpoint NAME`` scores ``RUN/checkpoints/NAME`` instead of the final model
 (for example ``after_stage1``: what the unsupervised codes hold before any attribute loss).
 For a run that supervises in-plane areas, two more rows score the final â and the true areas
-against the slice volumes (area × the case's slice thickness). Prints one Markdown table of held-out Spearman ρ per reader and attribute.
+against the slice volumes (area × the case's slice thickness). For an attribute at 0 on many
+test slices (the infarct), a line gives the AUC of â for zero against non-zero and the ρ
+the model would have were the zero slices' â tied. Prints one Markdown table of held-out Spearman ρ per reader and attribute.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ import torch
 from scipy.stats import spearmanr
 from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.kernel_ridge import KernelRidge
+from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import GridSearchCV
 
 from attri_ssc.checkpoint import load_checkpoint
@@ -140,19 +143,30 @@ def main() -> None:
     # readers of the data alone (no model)
     if judged:
         print(_row("–", "judge on inputs, one thickness", judge_rho(bundle.test.images, bundle, spacing)))
-    print(_row("–", "in-plane truth (volume / slice thickness)", in_plane_ceiling(bundle)))
-    if any(n in PER_AREA for n in names):
-        # a run that supervises areas (the last model scored above), against the slice volumes
-        with torch.no_grad():
-            a_hat = torch.cat([run.model(bundle.test.images[i:i + 64]).attributes
-                               for i in range(0, len(bundle.test), 64)]).double().numpy()
-        truth = bundle.test.raw_attributes.double().numpy()
+    ceiling = in_plane_ceiling(bundle)
+    if any(v is not None for v in ceiling):
+        print(_row("–", "in-plane truth (volume / slice thickness)", ceiling))
+    # the last model scored above (W is fitted from Stage II on)
+    with torch.no_grad():
+        a_hat = torch.cat([run.model(bundle.test.images[i:i + 64]).attributes
+                           for i in range(0, len(bundle.test), 64)]).double().numpy()
+    truth = bundle.test.raw_attributes.double().numpy()
+    if any(n in PER_AREA for n in names) and label != "after_stage1":
+        # a run that supervises areas, against the slice volumes
         volume = truth * (np.asarray(thickness)[:, None] / 10.0)  # cm² × mm / 10 = mL
         print(_row(label, "W (model) against the slice volumes (area × slice thickness)",
                    [_rho(a_hat[:, m], volume[:, m]) if n in PER_AREA else None for m, n in enumerate(names)]))
         print(_row("–", "in-plane truth against the slice volumes",
                    [_rho(truth[:, m], volume[:, m]) if n in PER_AREA else None for m, n in enumerate(names)]))
-
+    for m, n in enumerate(names):
+        zero = truth[:, m] == 0
+        if 0.2 <= zero.mean() < 1.0 and label != "after_stage1":
+            # an attribute tied at 0 on many slices (the infarct): how well â separates the zeros,
+            # and its ρ were those slices' â tied too
+            tied = a_hat[:, m].copy()
+            tied[zero] = a_hat[:, m].min() - 1.0
+            print(f"\n{n} ({label}): {zero.sum()} of {len(zero)} test slices at 0; AUC of â for 0 vs > 0 "
+                  f"{roc_auc_score(~zero, a_hat[:, m]):.3f}; ρ with the zero slices' â tied {_rho(tied, truth[:, m]):.3f}")
 
 if __name__ == "__main__":
     main()

@@ -115,7 +115,7 @@ class TrainConfig:
     Args:
         family: ``attri_ssc`` or a baseline name (``vae``, ``beta_vae``, ``ar_vae``, ``attri_vae``).
         batch_size: samples per optimiser step per process (Table 7: 4).
-        seed: seeds model init, batch order and the split (unless the data config sets one).
+        seed: seeds model init and batch order (the patient split follows ``data.split_seed``).
         delta: tanh sharpness δ of the AR loss (Eq. 10; Table 7: 10).
         top_k: atoms kept per attribute in Stage III (Table 7: 5); <= K.
         support_rank: how Stage III ranks atoms for the top-k support: ``weight`` (|W_m,j|,

@@ -22,7 +22,8 @@ from typing import Any
 from attri_ssc.errors import ConfigError, DataError
 
 #: What ``edit`` (and the report's edit strips) use unless told otherwise; chosen by the edit
-#: verification in README "Results". ``--hold-fixed`` defaults to on for this rule.
+#: verification of the volume models (``docs/experiments-slice-volumes.md``); on the area models
+#: no rule wins everywhere (README "Editing"). ``--hold-fixed`` defaults to on for this rule.
 DEFAULT_RULE = "shift"
 
 

@@ -13,6 +13,8 @@ from typing import Any
 from attri_ssc.dataclass_io import dataclass_to_dict, unknown_keys
 from attri_ssc.errors import ConfigError
 
+#: What a bare DataConfig supervises (volumes, which suit 3D items); the 2D presets name the
+#: in-plane areas instead (see :mod:`attri_ssc.data.attributes`).
 DEFAULT_ATTRIBUTES: tuple[str, ...] = ("lv_volume", "myo_volume", "wall_thickness", "infarct_volume")
 
 

@@ -17,8 +17,9 @@ Items are dicts:
 
 2D mode has one item per short-axis slice that contains myocardium. Its image
 attributes (lv_volume, myo_volume, infarct_volume, no_reflow_volume, infarct_fraction,
-scar_presence, wall_thickness) are the slice's own (a "volume" is the slice's area times
-its thickness, so a case's slice volumes sum to its volume); clinical attributes (fevg,
+scar_presence, wall_thickness, lv_area, myo_area, infarct_area) are the slice's own (a
+"volume" is the slice's area times its thickness, so a case's slice volumes sum to its
+volume; the 2D presets supervise the areas, which a slice shows); clinical attributes (fevg,
 age, ...) and ``pathological`` are the case's. 3D mode has one item per case with case
 attributes; slices are zero-padded (centred) to ``n_slices``.
 """

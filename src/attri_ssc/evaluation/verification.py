@@ -1,8 +1,8 @@
 """Does an edit change the attribute it claims to, and little else? (beyond the paper)
 
 Each held-out image is edited along the α grid (A.5; :mod:`editing`), every decoded edit is
-measured by the model-free judge (:mod:`judge`: cavity and myocardial volume and wall
-thickness from intensities alone), and two numbers are reported per edited attribute:
+measured by the model-free judge (:mod:`judge`: cavity and myocardium, as areas or slice
+volumes, and wall thickness from intensities alone), and two numbers are reported per edited attribute:
 
 * **monotonicity**: Spearman ρ between α and the judged target attribute, per image
   (an image whose judged value does not change at all scores 0), averaged over images;
@@ -50,6 +50,8 @@ def judged_names(attribute_names: Sequence[str]) -> tuple[str, ...]:
     ``attribute_names`` (the run's supervised attributes), else the area."""
     names = set(attribute_names)
     return tuple(next((f for f in forms if f in names), forms[0]) for forms in _QUANTITIES)
+
+
 #: For each edited attribute, the judged attributes that should not move (headline leakage):
 #: the same map that conditional prototypes hold fixed.
 HEADLINE_OTHERS: dict[str, tuple[str, ...]] = dict(HOLD_FIXED)

@@ -1,9 +1,9 @@
 """In-plane flips and transposes of training batches (attribute-preserving augmentation).
 
-Every supervised attribute (cavity and myocardial volume, wall thickness, scar volume) is
+Every supervised image attribute (cavity and myocardial area or volume, wall thickness, scar) is
 unchanged by mirroring the image in-plane or swapping its two in-plane axes, so these
 transforms enlarge a small training set without touching the labels. Off by default (the
-paper does not augment). Measured on the demo phantoms (README "Results on the demo phantoms"):
+paper does not augment). Measured on the demo phantoms (`docs/experiments-slice-volumes.md`):
 the 15-minute ``demo-2d`` model reconstructs its 70 training cases 2 dB better than held-out
 ones; ``dihedral`` closed that gap but did not raise held-out PSNR within the same budget.
 

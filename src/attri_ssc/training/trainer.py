@@ -28,7 +28,7 @@ from torch.utils.data import DistributedSampler, default_collate
 from tqdm.auto import tqdm
 
 from attri_ssc.config import ExperimentConfig, StageSpec, dump_yaml
-from attri_ssc.errors import CheckpointError, ConfigError, NumericalError
+from attri_ssc.errors import CheckpointError, ConfigError, DataError, NumericalError
 from attri_ssc.io_utils import write_json, write_text
 from attri_ssc.models.mapper import atom_usage, usage_agreement
 from attri_ssc.seeding import set_seed
@@ -333,6 +333,16 @@ def resolve_device(cfg: ExperimentConfig) -> torch.device:
     return torch.device("cpu")
 
 
+def _build_bundle(build_datasets, data_dir, cfg, saved_split):
+    """The data bundle, on the checkpoint's split when there is one (errors name the mismatch)."""
+    try:
+        return build_datasets(data_dir, cfg.data, split=saved_split)
+    except DataError as exc:
+        if saved_split is None:
+            raise
+        raise CheckpointError(f"the checkpoint's patient split does not fit the data folder: {exc}") from None
+
+
 def train(cfg: ExperimentConfig, data_dir: str | Path, run_dir: str | Path, resume: bool = False,
           force: bool = False, progress: bool = True, init_from: str | Path | None = None) -> TrainResult:
     """Train ``cfg`` on the EMIDEC-layout folder ``data_dir`` into ``run_dir``.
@@ -376,17 +386,16 @@ def train(cfg: ExperimentConfig, data_dir: str | Path, run_dir: str | Path, resu
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
 
-    # Data: rank 0 fills the preprocessing cache first. The patient split is drawn with
-    # data.split_seed, so runs that differ only in train.seed share their split.
+    # Data: rank 0 fills the preprocessing cache first. A new run draws its patient split with
+    # data.split_seed (runs that differ only in train.seed share it); a resumed or forked run
+    # keeps the split of its checkpoint (before data.split_seed was honoured, train.seed drew it).
+    saved_split = ckpt_meta.get("split") or None
     if info.is_main:
-        bundle = build_datasets(data_dir, cfg.data)
+        bundle = _build_bundle(build_datasets, data_dir, cfg, saved_split)
     dist_utils.barrier(info)
     if not info.is_main:
-        bundle = build_datasets(data_dir, cfg.data)
+        bundle = _build_bundle(build_datasets, data_dir, cfg, saved_split)
     names = tuple(bundle.attribute_names)
-    if ckpt_meta.get("split") and ckpt_meta["split"] != bundle.split:
-        raise CheckpointError("the data split differs from the one the run was trained on "
-                              "(different data folder or data settings?)")
 
     family = FAMILIES[cfg.train.family]
     set_seed(cfg.train.seed)
