@@ -29,7 +29,7 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(1)
     cfg = load_config("demo-2d", args.overrides)
-    bundle = build_datasets(args.data, cfg.data, seed=0)
+    bundle = build_datasets(args.data, cfg.data)  # data.split_seed, as the trainer
     train, val, val_clean = bundle.train.images, bundle.val.images[:64], bundle.val.clean[:64]
     set_seed(0)
     model = SSCVAE(cfg.model)

@@ -333,8 +333,10 @@ def resolve_device(cfg: ExperimentConfig) -> torch.device:
     return torch.device("cpu")
 
 
-def _build_bundle(build_datasets, data_dir, cfg, saved_split):
+def _build_bundle(data_dir: str | Path, cfg: ExperimentConfig, saved_split: dict | None):
     """The data bundle, on the checkpoint's split when there is one (errors name the mismatch)."""
+    from attri_ssc.data.datasets import build_datasets
+
     try:
         return build_datasets(data_dir, cfg.data, split=saved_split)
     except DataError as exc:
@@ -354,7 +356,6 @@ def train(cfg: ExperimentConfig, data_dir: str | Path, run_dir: str | Path, resu
     that differ only in later stages (Table 4's one-to-one mapping) share the earlier ones.
     """
     from attri_ssc.checkpoint import load_checkpoint
-    from attri_ssc.data.datasets import build_datasets
 
     started = time.perf_counter()
     run_dir = Path(run_dir)
@@ -391,10 +392,10 @@ def train(cfg: ExperimentConfig, data_dir: str | Path, run_dir: str | Path, resu
     # keeps the split of its checkpoint (before data.split_seed was honoured, train.seed drew it).
     saved_split = ckpt_meta.get("split") or None
     if info.is_main:
-        bundle = _build_bundle(build_datasets, data_dir, cfg, saved_split)
+        bundle = _build_bundle(data_dir, cfg, saved_split)
     dist_utils.barrier(info)
     if not info.is_main:
-        bundle = _build_bundle(build_datasets, data_dir, cfg, saved_split)
+        bundle = _build_bundle(data_dir, cfg, saved_split)
     names = tuple(bundle.attribute_names)
 
     family = FAMILIES[cfg.train.family]
