@@ -27,7 +27,8 @@ single slice can do on the volume attributes, unless thickness leaves a trace in
 For a run that supervises in-plane areas, two more rows score the final â and the true areas
 against the slice volumes (area × the case's slice thickness). For an attribute at 0 on many
 test slices (the infarct), a line gives the AUC of â for zero against non-zero and the ρ
-the model would have were the zero slices' â tied. Prints one Markdown table of held-out Spearman ρ per reader and attribute.
+the model would have were the zero slices' â tied. Prints one Markdown table of held-out
+Spearman ρ per reader and attribute.
 """
 
 from __future__ import annotations
