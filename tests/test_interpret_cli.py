@@ -46,19 +46,25 @@ def test_interpolate_and_edit_write_pngs_and_cache_bounds(smoke_run, tmp_path, c
     _png(tmp_path / "i.png")
     slice_b = b.train.slice_indices[0]
     for rule, extra in (("shift", []), ("shift", ["--no-hold-fixed"]), ("prototype", []), ("magnitude", []),
-                        ("literal", [])):
+                        ("literal", []), ("feedback", [])):
         out = tmp_path / f"e_{rule}{len(extra)}.png"
         assert main(["edit", str(smoke_run), f"{case_b}:{slice_b}", "--attribute", "lv_volume", "--rule", rule,
                      "--steps", "5", "--out", str(out), *extra]) == 0
         _png(out)
-    # the default rule: shift, holding the partner attribute fixed (named in the output)
+    capsys.readouterr()
+    # the default rule: feedback, holding the partner attribute and the infarct (named in the output)
     assert main(["edit", str(smoke_run), f"{case_b}:{slice_b}", "--attribute", "myo_volume", "--steps", "3",
                  "--out", str(tmp_path / "default.png")]) == 0
     printed = capsys.readouterr().out
-    assert "rule shift, holding lv_volume fixed)" in printed
+    assert "rule feedback, holding lv_volume, infarct_volume fixed)" in printed
     assert main(["edit", str(smoke_run), f"{case_b}:{slice_b}", "--attribute", "infarct_volume", "--steps", "3",
                  "--out", str(tmp_path / "infarct.png")]) == 0
-    assert "rule shift)" in capsys.readouterr().out  # nothing to hold fixed for the infarct
+    # an infarct edit holds the whole annulus
+    assert "rule feedback, holding lv_volume, myo_volume, wall_thickness fixed)" in capsys.readouterr().out
+    # the hold-fixed shift rule names what its prototypes hold
+    assert main(["edit", str(smoke_run), f"{case_b}:{slice_b}", "--attribute", "myo_volume", "--steps", "3",
+                 "--rule", "shift", "--out", str(tmp_path / "shift.png")]) == 0
+    assert "rule shift, holding lv_volume fixed)" in capsys.readouterr().out
     cache = json.loads((smoke_run / "atom_bounds.json").read_text())
     assert list(cache["bounds"]) == ["99"] and len(cache["bounds"]["99"]["lower"]) == 16
 
@@ -83,10 +89,11 @@ def test_correlations_report_pearson_of_the_held_out_ground_truth(smoke_run, tmp
 def test_verify_edits_writes_json_and_markdown_for_every_rule(smoke_run, tmp_path):
     assert main(["verify-edits", str(smoke_run), "--n-images", "2", "--steps", "3", "--out", str(tmp_path)]) == 0
     rep = json.loads((tmp_path / "edit_verification.json").read_text())
-    assert set(rep["results"]) == {"shift+conditional", "shift", "prototype+conditional", "prototype",
+    assert set(rep["results"]) == {"feedback", "shift+conditional", "shift", "prototype+conditional", "prototype",
                                    "prototype+active_only", "magnitude", "magnitude+active_only",
                                    "magnitude+exclusive", "literal"}
     assert rep["prototype_quantile"] == 0.9
+    assert rep["feedback"]["holds"]["lv_volume"] == ["myo_volume", "infarct_volume"]
     assert set(rep["prototype_counts"]) == {"lv_volume", "myo_volume", "wall_thickness", "infarct_volume"}
     assert rep["conditional_prototypes_hold_fixed"] == {"lv_volume": ["myo_volume"], "myo_volume": ["lv_volume"],
                                                         "wall_thickness": ["lv_volume"]}
@@ -100,6 +107,16 @@ def test_verify_edits_writes_json_and_markdown_for_every_rule(smoke_run, tmp_pat
     md = (tmp_path / "edit_verification.md").read_text()
     assert "| magnitude | lv_volume |" in md and "| literal | myo_volume |" in md
     assert "| prototype | wall_thickness |" in md and "| shift+conditional | myo_volume |" in md
+
+
+def test_verify_edits_runs_only_the_variants_asked_for(smoke_run, tmp_path, capsys):
+    assert main(["verify-edits", str(smoke_run), "--n-images", "2", "--steps", "3", "--variant", "feedback",
+                 "--variant", "literal", "--out", str(tmp_path)]) == 0
+    rep = json.loads((tmp_path / "edit_verification.json").read_text())
+    assert list(rep["results"]) == ["feedback", "literal"]
+    assert main(["verify-edits", str(smoke_run), "--variant", "nope", "--out", str(tmp_path / "x")]) == 2
+    assert "unknown --variant nope; choose from: feedback, shift+conditional" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
 
 
 def test_interpretation_and_evaluation_use_the_runs_saved_split(smoke_run, tmp_path):

@@ -1,7 +1,7 @@
 """Interpretation and generation subcommands (paper Section 4.2, Appendices A.4–A.5).
 
 * ``interpolate RUN CASE_A CASE_B --steps 8 --out PNG``: Eq. 16 between two images' codes.
-* ``edit RUN CASE --attribute NAME [--rule shift|prototype|magnitude|literal] [--no-hold-fixed] [--steps 9] --out PNG``:
+* ``edit RUN CASE --attribute NAME [--rule feedback|shift|prototype|magnitude|literal] [--no-hold-fixed] [--steps 9] --out PNG``:
   A.5's edit strip with saliency (Figure 3).
 * ``correlations RUN --out DIR``: Table 3, atoms per attribute, W heatmap.
 * ``verify-edits RUN --out DIR``: monotonicity and leakage of edits, measured by the
@@ -22,9 +22,8 @@ from typing import Any
 from attri_ssc.errors import ConfigError, DataError
 
 #: What ``edit`` (and the report's edit strips) use unless told otherwise; chosen by the edit
-#: verification of the volume models (``docs/experiments-slice-volumes.md``); on the area models
-#: no rule wins everywhere (README "Editing"). ``--hold-fixed`` defaults to on for this rule.
-DEFAULT_RULE = "shift"
+#: verification (README "Editing"): on the area models the best rule for both cavity and myocardium.
+DEFAULT_RULE = "feedback"
 
 
 # ---------------------------------------------------------------------------- registration
@@ -46,10 +45,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     common(p)
     p.add_argument("case", metavar="CASE", help="case id, optionally CASE:SLICE")
     p.add_argument("--attribute", required=True, help="attribute to edit (one the run supervises)")
-    p.add_argument("--rule", choices=("prototype", "shift", "magnitude", "literal"), default=DEFAULT_RULE,
-                   help=f"prototype (toward training code maps at the attribute's ends), shift (by half the "
-                        f"difference of those maps), magnitude (scalar bounds applied to |Z|, right for signed "
-                        f"codes) or literal (A.5 as printed); default {DEFAULT_RULE}")
+    p.add_argument("--rule", choices=("feedback", "prototype", "shift", "magnitude", "literal"), default=DEFAULT_RULE,
+                   help=f"feedback (per-image steps that the model, re-encoding the edit, reads as the attribute "
+                        f"changing with the others held), prototype (toward training code maps at the attribute's "
+                        f"ends), shift (by half the difference of those maps), magnitude (scalar bounds applied "
+                        f"to |Z|, right for signed codes) or literal (A.5 as printed); default {DEFAULT_RULE}")
     p.add_argument("--quantile", type=float, default=0.9,
                    help="prototype/shift rules: average the training images beyond this quantile (default 0.9)")
     p.add_argument("--hold-fixed", action=argparse.BooleanOptionalAction, default=None,
@@ -81,6 +81,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quantile", type=float, default=0.9,
                    help="prototype and shift rules (plain and hold-fixed): average the training images beyond "
                         "this quantile (default 0.9)")
+    p.add_argument("--variant", action="append", default=None, metavar="NAME",
+                   help="verify only this rule variant (repeatable; e.g. feedback, shift+conditional, literal); "
+                        "default: all")
     p.add_argument("--out", type=Path, required=True, help="folder for edit_verification.{json,md}")
     p.set_defaults(func=_verify)
 
@@ -178,6 +181,43 @@ def _bounds_and_prototypes(run, bundle, percentile: float, quantile: float | Non
     return bounds, plain, conditional
 
 
+def attribute_units(run, bundle, codes=None):
+    """The ``feedback`` rule's :class:`AttributeUnits`, from the model's reading of the training split.
+
+    The mapper's â is fitted to rank the attributes (L_AR), not to their scale, so each attribute's
+    â is calibrated against the training truth by least squares, raw ≈ c·â + d. One training standard
+    deviation of the attribute is then sd(raw)/c in â's units, and a physical 0 sits at â = −d/c.
+    An attribute whose calibration slope is not positive (the model does not read it) falls back
+    to the spread of its â and no physical zero (mapper value ``NaN``: no cap).
+
+    Args:
+        codes: the training images' codes (N, K, *s) if already computed.
+    """
+    import numpy as np
+    import torch
+
+    from attri_ssc.evaluation.editing import AttributeUnits, collect_codes
+
+    train = bundle.train
+    z = collect_codes(run.model.backbone, train.images) if codes is None else codes
+    with torch.no_grad():
+        device = next(run.model.parameters()).device
+        pred = run.model.mapper(z.to(device)).double().cpu().numpy()
+    raw = train.raw_attributes.double().numpy()
+    sd, zero = [], []
+    for m in range(raw.shape[1]):
+        spread_hat, spread_raw = float(pred[:, m].std()), float(raw[:, m].std())
+        slope, intercept = (np.polyfit(pred[:, m], raw[:, m], 1) if spread_hat > 0 and spread_raw > 0
+                            else (0.0, 0.0))
+        if slope > 0:
+            sd.append(spread_raw / slope)
+            zero.append(-intercept / slope)
+        else:
+            sd.append(spread_hat if spread_hat > 0 else 1.0)
+            zero.append(float("nan"))
+    return AttributeUnits(sd=torch.tensor(sd, dtype=torch.float32), zero=torch.tensor(zero, dtype=torch.float32))
+
+
 def _check_quantile(quantile: float) -> None:
     if not 0.5 < quantile < 1.0:
         raise ConfigError(f"--quantile must be in (0.5, 1), got {quantile}")
@@ -208,7 +248,8 @@ def _interpolate(args: argparse.Namespace) -> int:
 
 
 def _edit(args: argparse.Namespace) -> int:
-    from attri_ssc.evaluation.editing import PROTOTYPE_RULES, alpha_grid, edit_sweep, select_atoms
+    from attri_ssc.evaluation.editing import (PROTOTYPE_RULES, FeedbackSettings, alpha_grid, edit_sweep,
+                                              feedback_hold, select_atoms)
     from attri_ssc.reports.figures import edit_strip
 
     _check_png(args.out)
@@ -228,12 +269,15 @@ def _edit(args: argparse.Namespace) -> int:
     if not selection.atoms:
         raise ConfigError(f"attribute {args.attribute!r} has no atom to edit (non-zero in W"
                           f"{', used by no other attribute' if args.exclusive else ''})")
+    loop = ((feedback_hold(run.attribute_names, a), attribute_units(run, bundle), FeedbackSettings())
+            if args.rule == "feedback" else None)
     sweep = edit_sweep(run.model, ds[i]["image"], selection, bounds, alphas, args.rule, args.active_only,
-                       prototypes=prototypes)
+                       prototypes=prototypes, feedback=loop)
     pred = _unscale(bundle, sweep.predicted)[:, a]
-    held = (prototypes is not None and hold_fixed and a in prototypes.conditioned_on)
-    rule = (args.rule + (", holding " + ", ".join(run.attribute_names[o] for o in prototypes.conditioned_on[a])
-                         + " fixed" if held else "")
+    held_names = ([run.attribute_names[o] for o in loop[0]] if loop is not None
+                  else [run.attribute_names[o] for o in prototypes.conditioned_on[a]]
+                  if prototypes is not None and hold_fixed and a in prototypes.conditioned_on else [])
+    rule = (args.rule + (", holding " + ", ".join(held_names) + " fixed" if held_names else "")
             + (" (active only)" if args.active_only else "") + (" (exclusive atoms)" if args.exclusive else ""))
     edit_strip(ds[i]["image"], sweep.images, alphas.tolist(), args.out, saliency=sweep.saliency,
                title=f"{_label(ds, i)}: {args.attribute} edited via atoms {list(selection.atoms)} ({rule}); "
@@ -270,11 +314,16 @@ def _correlations(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from attri_ssc.evaluation.verification import held_out_images, verification_markdown, verify_edits
+    from attri_ssc.evaluation.verification import VARIANTS, held_out_images, verification_markdown, verify_edits
     from attri_ssc.io_utils import write_json, write_text
 
     if args.n_images < 2:
         raise ConfigError(f"--n-images must be >= 2, got {args.n_images}")
+    known = [v.name for v in VARIANTS]
+    unknown = [v for v in args.variant or () if v not in known]
+    if unknown:
+        raise ConfigError(f"unknown --variant {', '.join(unknown)}; choose from: {', '.join(known)}")
+    variants = [v for v in VARIANTS if args.variant is None or v.name in args.variant]
     _check_quantile(args.quantile)
     run, bundle = load_run_and_data(args.run, args.data, args.device)
     if run.config.data.spatial_dims != 2:
@@ -288,7 +337,8 @@ def _verify(args: argparse.Namespace) -> int:
     try:
         report = verify_edits(run.model, held_out, run.attribute_names, bounds, spacing, scale,
                               _top_k(run, args.top_k), steps=args.steps, prototypes=plain,
-                              conditional_prototypes=conditional)
+                              variants=variants, conditional_prototypes=conditional,
+                              attribute_units=attribute_units(run, bundle))
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     report["run"] = str(args.run)

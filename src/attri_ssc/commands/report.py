@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _interpret_all(args: argparse.Namespace) -> int:
     from attri_ssc.cli import main as cli_main
     from attri_ssc.commands.interpret import DEFAULT_RULE, load_run_and_data
-    from attri_ssc.evaluation.editing import HOLD_FIXED
+    from attri_ssc.evaluation.editing import HOLD_FIXED, feedback_hold
     from attri_ssc.errors import AttriSSCError
     from attri_ssc.io_utils import read_json, write_json
 
@@ -57,7 +57,8 @@ def _interpret_all(args: argparse.Namespace) -> int:
     for name in names:
         png = f"edit_{name}.png"
         call("edit", str(args.run), middle, "--attribute", name, "--out", str(out / png), *data)
-        fixed = [f for f in HOLD_FIXED.get(name, ()) if f in names]
+        fixed = ([names[o] for o in feedback_hold(names, names.index(name))] if DEFAULT_RULE == "feedback"
+                 else [f for f in HOLD_FIXED.get(name, ()) if f in names])
         rule = f"{DEFAULT_RULE} rule" + (f" holding {', '.join(fixed)} fixed" if fixed else "")
         index["edits"][name] = {"png": png, "caption": f"Editing {name} of {middle} (A.5 atoms, {rule}, "
                                                        f"α from −1 to 1, original in the centre) with the "

@@ -31,6 +31,21 @@ linear in α, so an image keeps what makes it itself (the convex rule pulls ever
 edited atoms toward one shared map at both ends), and α = ±1 adds half the code difference
 between the attribute's high and low training images.
 
+The rule ``feedback`` (beyond the paper) asks the model itself what an edit shows. For each
+image and each sign s of α it finds a step Δ_s on the same top-k atoms (every other atom
+untouched) such that the decoded edit, encoded again and read by the mapper, reads the
+attribute ``goal_sd`` training standard deviations higher (s = +1) or lower (s = −1) than
+the reconstruction does (but by at most ``max_relative`` of its current value), while the
+attributes the edit should leave alone (:func:`feedback_hold`) read as before; then
+``Z'(α) = Z + |α| Δ_sign(α)``, which is A.5's ``(1 − |α|) Z + |α| B`` with the per-image
+target ``B = Z + Δ``. Δ is found by Adam on squared errors in units of the attributes'
+training spreads (:class:`AttributeUnits`: â is calibrated against the training truth, since
+L_AR fits its ranks, not its scale), plus a penalty on mean(Δ²) that keeps steps small
+(without it, steps grew 4× and edits reversed on more slices) and an optional one on the mean
+squared image change. The other rules choose the step from training statistics alone and
+cannot tell whether the decoder draws it; this one checks every step against the encoder,
+the model's own reading of an image.
+
 Prototypes can be *conditional* (``condition_on``): before taking quantiles, the attribute
 is regressed (least squares with an intercept) on the attributes the edit should leave
 alone, and the groups are chosen by the residual. "High myocardium" then means more
@@ -58,7 +73,7 @@ from torch import Tensor
 
 from attri_ssc.evaluation.saliency import edited_atom_saliency
 
-RULES = ("magnitude", "literal", "prototype", "shift")
+RULES = ("magnitude", "literal", "prototype", "shift", "feedback")
 #: Rules whose targets come from :class:`AttributePrototypes`.
 PROTOTYPE_RULES = ("prototype", "shift")
 
@@ -71,6 +86,25 @@ HOLD_FIXED: dict[str, tuple[str, ...]] = {
     "myo_area": ("lv_area",),
     "wall_thickness": ("lv_volume", "lv_area"),
 }
+
+
+#: The annulus of a short-axis slice: cavity, myocardium and wall thickness in either form. Its
+#: geometry has two degrees of freedom, so an edit of one of these can hold at most one other.
+ANNULUS = frozenset({"lv_volume", "lv_area", "myo_volume", "myo_area", "wall_thickness"})
+
+
+def feedback_hold(names: Sequence[str], attribute: int) -> tuple[int, ...]:
+    """Row indices of the attributes a ``feedback`` edit of ``attribute`` holds at their re-read values.
+
+    Every other supervised attribute, except the annulus quantities (:data:`ANNULUS`) that
+    :data:`HOLD_FIXED` does not list for an annulus target (the geometry leaves those free to
+    move): a cavity edit holds the myocardium and the infarct, not the wall thickness.
+    """
+    names = list(names)
+    target = names[attribute]
+    held = HOLD_FIXED.get(target, ())
+    return tuple(i for i, o in enumerate(names)
+                 if i != attribute and (target not in ANNULUS or o not in ANNULUS or o in held))
 
 
 def hold_fixed_indices(names: Sequence[str]) -> dict[int, tuple[int, ...]]:
@@ -326,6 +360,134 @@ def select_atoms(weight: Tensor, attribute: int, top_k: int, exclusive: bool = F
     )
 
 
+# ---------------------------------------------------------------------------- feedback steps
+@dataclass(frozen=True)
+class FeedbackSettings:
+    """How the ``feedback`` rule searches its steps (module doc).
+
+    Attributes:
+        goal_sd: the re-read change asked of α = ±1, in training standard deviations of the attribute.
+        max_relative: and at most this fraction of the attribute's current physical value (needs the
+            units' ``zero``): an apical slice with a 5 cm² cavity cannot lose 4.3 cm² (0.75 of the
+            demo's training spread), and asking for it finds steps the encoder misreads rather than
+            a smaller heart.
+        iterations: Adam iterations per sign.
+        lr: Adam's learning rate (code units).
+        code_weight: weight of the mean squared step, mean(Δ²).
+        image_weight: weight of the mean squared change of the decoded image (pixels in [0, 1]).
+    """
+
+    goal_sd: float = 0.75
+    max_relative: float | None = 0.5
+    iterations: int = 60
+    lr: float = 0.05
+    code_weight: float = 5.0
+    image_weight: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not self.goal_sd > 0 or self.iterations < 1 or not self.lr > 0:
+            raise ValueError(f"goal_sd and lr must be > 0 and iterations >= 1, got {self}")
+        if self.code_weight < 0 or self.image_weight < 0:
+            raise ValueError(f"code_weight and image_weight must be >= 0, got {self}")
+        if self.max_relative is not None and not self.max_relative > 0:
+            raise ValueError(f"max_relative must be > 0 or None, got {self}")
+
+
+@dataclass(frozen=True)
+class AttributeUnits:
+    """The mapper's attribute units, as the ``feedback`` rule needs them.
+
+    Attributes:
+        sd: (|A|,) positive: one training standard deviation of each attribute, in the mapper's units.
+        zero: (|A|,) the mapper value of a physical 0 of each attribute (for ``max_relative``; NaN: no
+            cap for that attribute), or None.
+    """
+
+    sd: Tensor
+    zero: Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.sd.dim() != 1 or not bool(torch.all(self.sd > 0)):
+            raise ValueError(f"sd must be a (|A|,) tensor of positive spreads, got {self.sd}")
+        if self.zero is not None and self.zero.shape != self.sd.shape:
+            raise ValueError(f"zero must have the shape of sd {tuple(self.sd.shape)}, got {tuple(self.zero.shape)}")
+
+
+@dataclass(frozen=True)
+class FeedbackSteps:
+    """The ``feedback`` rule's per-image steps: ``up`` for α > 0, ``down`` for α < 0, both (B, K, *s),
+    zero outside the edited atoms; ``reread`` (B, 2) is the re-read change of the attribute at α = +1
+    and α = −1 (training standard deviations)."""
+
+    up: Tensor
+    down: Tensor
+    reread: Tensor
+
+    def step(self, alpha_sign: float) -> Tensor:
+        return self.up if alpha_sign > 0 else self.down
+
+
+def _reread(model, codes: Tensor) -> tuple[Tensor, Tensor]:
+    """(â of the re-encoded decoded codes (B, |A|), the decoded images clamped to [0, 1] (B, 1, *S))."""
+    images = model.backbone.decode_codes(codes).clamp(0.0, 1.0)
+    return model.mapper(model.backbone(images).codes), images
+
+
+def feedback_steps(model, codes: Tensor, selection: AtomSelection, hold: Sequence[int], units: AttributeUnits,
+                   settings: FeedbackSettings = FeedbackSettings(), batch_size: int = 32) -> FeedbackSteps:
+    """Search the ``feedback`` rule's steps (module doc) for a batch of codes.
+
+    Args:
+        model: an ``AttriSSCVAE`` (``.backbone``, ``.mapper``); put in eval mode, its parameters
+            receive no gradient.
+        codes: Z (B, K, *s).
+        selection: the atoms that may move (:func:`select_atoms`).
+        hold: attribute indices whose re-read value must not move (:func:`feedback_hold`).
+        units: the mapper's :class:`AttributeUnits`.
+        settings: the search's :class:`FeedbackSettings`.
+    """
+    model.eval()
+    device = next(model.parameters()).device
+    m = selection.attribute
+    atoms = list(selection.atoms)
+    sd = units.sd.to(device=device, dtype=codes.dtype)
+    zero = None if units.zero is None else units.zero.to(device=device, dtype=codes.dtype)
+    parts: dict[float, list[Tensor]] = {1.0: [], -1.0: []}
+    reads: dict[float, list[Tensor]] = {1.0: [], -1.0: []}
+    for start in range(0, codes.shape[0], batch_size):
+        z0 = codes[start:start + batch_size].detach().to(device)
+        with torch.no_grad():
+            base, image0 = _reread(model, z0)
+        size = torch.full_like(base[:, m], settings.goal_sd * float(sd[m]))
+        if zero is not None and settings.max_relative is not None and bool(torch.isfinite(zero[m])):
+            size = torch.minimum(size, settings.max_relative * (base[:, m] - zero[m]).abs())
+        for sign in (1.0, -1.0):
+            delta = torch.zeros(z0.shape[0], len(atoms), *z0.shape[2:], dtype=z0.dtype, device=device,
+                                requires_grad=True)
+            opt = torch.optim.Adam([delta], lr=settings.lr)
+            goal = base[:, m] + sign * size
+            with torch.enable_grad():
+                for _ in range(settings.iterations):
+                    z = z0.clone()
+                    z[:, atoms] = z[:, atoms] + delta
+                    a, image = _reread(model, z)
+                    loss = ((a[:, m] - goal) / sd[m]).pow(2).mean() + settings.code_weight * delta.pow(2).mean()
+                    for o in hold:
+                        loss = loss + ((a[:, o] - base[:, o]) / sd[o]).pow(2).mean()
+                    if settings.image_weight:
+                        loss = loss + settings.image_weight * (image - image0).pow(2).mean()
+                    (delta.grad,) = torch.autograd.grad(loss, delta)  # the model's parameters get no .grad
+                    opt.step()
+            step = torch.zeros_like(z0)
+            step[:, atoms] = delta.detach()
+            with torch.no_grad():
+                a, _ = _reread(model, z0 + step)
+            parts[sign].append(step.cpu())
+            reads[sign].append(((a[:, m] - base[:, m]) / sd[m]).cpu())
+    return FeedbackSteps(up=torch.cat(parts[1.0]).to(codes.dtype), down=torch.cat(parts[-1.0]).to(codes.dtype),
+                         reread=torch.stack([torch.cat(reads[1.0]), torch.cat(reads[-1.0])], dim=1))
+
+
 # ---------------------------------------------------------------------------- edit rule
 def alpha_grid(steps: int) -> Tensor:
     """``steps`` evenly spaced α in [−1, 1]; ``steps`` odd and >= 3 so that α = 0 sits in the centre."""
@@ -338,7 +500,8 @@ def alpha_grid(steps: int) -> Tensor:
 
 def edit_targets(codes: Tensor, selection: AtomSelection, bounds: AtomBounds, alpha_sign: float,
                  rule: str = "magnitude", active_only: bool = False,
-                 prototypes: AttributePrototypes | None = None) -> tuple[Tensor, Tensor]:
+                 prototypes: AttributePrototypes | None = None,
+                 feedback: FeedbackSteps | None = None) -> tuple[Tensor, Tensor]:
     """The target B and the mask of locations that move, for one direction of α.
 
     Args:
@@ -346,9 +509,10 @@ def edit_targets(codes: Tensor, selection: AtomSelection, bounds: AtomBounds, al
         selection: atoms and signs (from :func:`select_atoms`).
         bounds: the run's :class:`AtomBounds`.
         alpha_sign: +1 or −1, sign(α).
-        rule: ``magnitude`` (default), ``literal``, ``prototype`` or ``shift`` (see the module doc).
+        rule: ``magnitude`` (default), ``literal``, ``prototype``, ``shift`` or ``feedback`` (module doc).
         active_only: only locations where Z ≠ 0 move.
         prototypes: the code maps of the ``prototype`` and ``shift`` rules (required by them).
+        feedback: the ``feedback`` rule's steps for these codes (required by it; :func:`feedback_steps`).
     Returns:
         (target, moving): both (B, K, *s); target is B where moving is 1, and moving is
         zero outside the selected atoms.
@@ -370,6 +534,13 @@ def edit_targets(codes: Tensor, selection: AtomSelection, bounds: AtomBounds, al
                  else float(alpha_sign) * prototypes.half_difference(selection.attribute, codes))
         if proto.shape != codes.shape[1:]:
             raise ValueError(f"prototypes are {tuple(proto.shape)} per attribute but codes are {tuple(codes.shape)}")
+    step = None
+    if rule == "feedback":
+        if feedback is None:
+            raise ValueError("rule='feedback' needs its steps (see feedback_steps)")
+        step = feedback.step(float(alpha_sign)).to(dtype=codes.dtype, device=codes.device)
+        if step.shape != codes.shape:
+            raise ValueError(f"feedback steps are {tuple(step.shape)} but codes are {tuple(codes.shape)}")
     target = torch.zeros_like(codes)
     moving = torch.zeros_like(codes)
     lower, upper = bounds.tensor("lower", codes), bounds.tensor("upper", codes)
@@ -385,6 +556,8 @@ def edit_targets(codes: Tensor, selection: AtomSelection, bounds: AtomBounds, al
         elif rule == "shift":
             # (1 − |α|) Z + |α| (Z + sign(α) Δ) = Z + α Δ
             b = z + proto[j]
+        elif rule == "feedback":
+            b = z + step[:, j]
         elif rule == "literal":
             b = torch.full_like(z, float(upper[j] if increase else lower[j]))
         elif increase:
@@ -403,12 +576,12 @@ def edit_targets(codes: Tensor, selection: AtomSelection, bounds: AtomBounds, al
 
 def edit_codes(codes: Tensor, selection: AtomSelection, bounds: AtomBounds, alpha: float,
                rule: str = "magnitude", active_only: bool = False,
-               prototypes: AttributePrototypes | None = None) -> Tensor:
+               prototypes: AttributePrototypes | None = None, feedback: FeedbackSteps | None = None) -> Tensor:
     """``Z'(α) = (1 − |α|) Z + |α| B`` on the selected atoms (and moving locations) only.
 
     Args:
         codes: Z (B, K, *s).
-        selection, bounds, rule, active_only, prototypes: see :func:`edit_targets`.
+        selection, bounds, rule, active_only, prototypes, feedback: see :func:`edit_targets`.
         alpha: α in [−1, 1]; α = 0 returns an exact copy of ``codes``.
     Returns:
         Z' (B, K, *s); every atom outside ``selection`` is bit-identical to ``codes``.
@@ -419,7 +592,7 @@ def edit_codes(codes: Tensor, selection: AtomSelection, bounds: AtomBounds, alph
     if alpha == 0.0:
         return codes.clone()
     target, moving = edit_targets(codes, selection, bounds, 1.0 if alpha > 0 else -1.0, rule, active_only,
-                                  prototypes)
+                                  prototypes, feedback)
     a = abs(alpha)
     edited = (1.0 - a) * codes + a * target
     return torch.where(moving > 0, edited, codes)
@@ -427,10 +600,10 @@ def edit_codes(codes: Tensor, selection: AtomSelection, bounds: AtomBounds, alph
 
 def edit_direction(codes: Tensor, selection: AtomSelection, bounds: AtomBounds, alpha: float,
                    rule: str = "magnitude", active_only: bool = False,
-                   prototypes: AttributePrototypes | None = None) -> Tensor:
+                   prototypes: AttributePrototypes | None = None, feedback: FeedbackSteps | None = None) -> Tensor:
     """``dZ'/dα`` at α (the one-sided derivative from the right at α = 0): sign(α)(B − Z) on moving entries."""
     s = 1.0 if alpha >= 0 else -1.0
-    target, moving = edit_targets(codes, selection, bounds, s, rule, active_only, prototypes)
+    target, moving = edit_targets(codes, selection, bounds, s, rule, active_only, prototypes, feedback)
     return s * (target - codes) * moving
 
 
@@ -459,7 +632,8 @@ class EditSweep:
 
 def edit_sweep(model, x: Tensor, selection: AtomSelection, bounds: AtomBounds, alphas: Tensor,
                rule: str = "magnitude", active_only: bool = False, saliency: bool = True,
-               prototypes: AttributePrototypes | None = None) -> EditSweep:
+               prototypes: AttributePrototypes | None = None,
+               feedback: tuple[Sequence[int], AttributeUnits, FeedbackSettings] | None = None) -> EditSweep:
     """Encode ``x``, edit its codes at every α, decode, and (optionally) compute saliency.
 
     Args:
@@ -468,6 +642,8 @@ def edit_sweep(model, x: Tensor, selection: AtomSelection, bounds: AtomBounds, a
         selection, bounds, rule, active_only, prototypes: see :func:`edit_codes`.
         alphas: (n,) values in [−1, 1].
         saliency: compute the saliency maps (one Jacobian-vector product per α).
+        feedback: for the ``feedback`` rule, (held attribute indices, :class:`AttributeUnits`,
+            settings): the arguments of :func:`feedback_steps` for this image.
     """
     model.eval()
     backbone = model.backbone
@@ -475,21 +651,28 @@ def edit_sweep(model, x: Tensor, selection: AtomSelection, bounds: AtomBounds, a
     xb = (x if x.dim() == backbone.config.spatial_dims + 2 else x.unsqueeze(0)).to(device)
     with torch.no_grad():
         z = backbone(xb).codes  # (1, K, *s)
-        edited = torch.cat([edit_codes(z, selection, bounds, float(a), rule, active_only, prototypes)
+    steps = None
+    if rule == "feedback":
+        if feedback is None:
+            raise ValueError("rule='feedback' needs (hold, units, settings)")
+        steps = feedback_steps(model, z, selection, feedback[0], feedback[1], feedback[2])
+    with torch.no_grad():
+        edited = torch.cat([edit_codes(z, selection, bounds, float(a), rule, active_only, prototypes, steps)
                             for a in alphas])
         images = backbone.decode_codes(edited)
         predicted = model.mapper(edited)
     maps = None
     if saliency:
-        directions = torch.cat([edit_direction(z, selection, bounds, float(a), rule, active_only, prototypes)
-                                for a in alphas])
+        directions = torch.cat([edit_direction(z, selection, bounds, float(a), rule, active_only, prototypes,
+                                               steps) for a in alphas])
         maps = edited_atom_saliency(backbone.decode_codes, edited, selection.atoms, directions).cpu()
     return EditSweep(alphas=alphas.cpu(), images=images.cpu(), saliency=maps, predicted=predicted.cpu(),
                      selection=selection, rule=rule, active_only=active_only)
 
 
 __all__ = [
-    "AtomBounds", "AtomSelection", "AttributePrototypes", "BOUNDS_NAME", "EditSweep", "HOLD_FIXED",
+    "ANNULUS", "AtomBounds", "AtomSelection", "AttributeUnits", "AttributePrototypes", "BOUNDS_NAME", "EditSweep", "FeedbackSettings",
+    "FeedbackSteps", "HOLD_FIXED", "feedback_hold", "feedback_steps",
     "PROTOTYPE_RULES", "RULES", "alpha_grid", "hold_fixed_indices",
     "bounds_from_codes", "collect_codes", "edit_codes", "edit_direction", "edit_sweep", "edit_targets", "run_atom_bounds",
     "prototypes_from_codes", "select_atoms",

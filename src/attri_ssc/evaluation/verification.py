@@ -27,15 +27,16 @@ counted as leaking onto its own volume.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 from scipy import stats
 
-from attri_ssc.evaluation.editing import (HOLD_FIXED, PROTOTYPE_RULES, AtomBounds, AttributePrototypes, alpha_grid,
-                                          collect_codes, edit_codes, select_atoms)
+from attri_ssc.evaluation.editing import (HOLD_FIXED, PROTOTYPE_RULES, AtomBounds, AttributePrototypes, AttributeUnits,
+                                          FeedbackSettings, alpha_grid, collect_codes, edit_codes, feedback_hold,
+                                          feedback_steps, select_atoms)
 from attri_ssc.evaluation.judge import measure_batch
 from attri_ssc.evaluation.sampling import decode_samples
 
@@ -59,7 +60,7 @@ HEADLINE_OTHERS: dict[str, tuple[str, ...]] = dict(HOLD_FIXED)
 
 @dataclass(frozen=True)
 class EditVariant:
-    """How edits are made: the rule (``prototype``/``shift``/``magnitude``/``literal``), whether only active
+    """How edits are made: the rule (``feedback``/``prototype``/``shift``/``magnitude``/``literal``), whether only active
     locations move, whether atoms shared with other attributes are left out, and whether the prototypes
     are conditional (the attributes in :data:`HEADLINE_OTHERS` regressed out; see :mod:`editing`)."""
 
@@ -76,6 +77,7 @@ class EditVariant:
 
 #: The variants verified by default (the prototype-based ones only when their prototypes are given).
 VARIANTS: tuple[EditVariant, ...] = (
+    EditVariant("feedback"),
     EditVariant("shift", conditional=True),
     EditVariant("shift"),
     EditVariant("prototype", conditional=True),
@@ -162,13 +164,17 @@ def judged_responses(model, held_out: HeldOut, attribute: int, bounds: AtomBound
                      spacing_mm: float, top_k: int, variant: EditVariant,
                      codes: torch.Tensor | None = None, batch_size: int = 32,
                      prototypes: AttributePrototypes | None = None,
-                     judged: Sequence[str] = JUDGED) -> dict[str, np.ndarray]:
+                     judged: Sequence[str] = JUDGED,
+                     feedback: tuple[Sequence[int], AttributeUnits, FeedbackSettings] | None = None
+                     ) -> dict[str, np.ndarray]:
     """Judge every edit of every held-out image (all NaN when the variant leaves no atom to edit).
 
     Args:
         codes: the held-out images' codes (N, K, *s) if already computed (else encoded here).
         prototypes: the code maps of the ``prototype`` and ``shift`` rules (required by them).
         judged: which of :data:`JUDGED` to return.
+        feedback: the ``feedback`` rule's (held attribute indices, :class:`AttributeUnits`,
+            settings), as for :func:`attri_ssc.evaluation.editing.feedback_steps` (required by it).
     Returns:
         name → (N, n_alpha) judged values (NaN where the judge fails) for each of
         ``judged``, plus ``predicted`` (N, n_alpha) the model's own â of the target
@@ -181,8 +187,13 @@ def judged_responses(model, held_out: HeldOut, attribute: int, bounds: AtomBound
     if not selection.atoms:
         return out
     z = collect_codes(model.backbone, held_out.images, batch_size) if codes is None else codes
+    steps = None
+    if variant.rule == "feedback":
+        if feedback is None:
+            raise ValueError("the feedback rule needs (hold, units, settings)")
+        steps = feedback_steps(model, z, selection, feedback[0], feedback[1], feedback[2], batch_size)
     for k, a in enumerate(alphas.tolist()):
-        edited = edit_codes(z, selection, bounds, a, variant.rule, variant.active_only, prototypes)
+        edited = edit_codes(z, selection, bounds, a, variant.rule, variant.active_only, prototypes, steps)
         images = decode_samples(model.backbone, edited, batch_size)  # clamped to [0, 1]
         got = measure_batch(images, spacing_mm, held_out.slice_thickness_mm)
         for name in judged:
@@ -261,7 +272,9 @@ def verify_edits(model, held_out: HeldOut, attribute_names: Sequence[str], bound
                  variants: Sequence[EditVariant] = VARIANTS,
                  attributes: Sequence[str] | None = None,
                  prototypes: AttributePrototypes | None = None,
-                 conditional_prototypes: AttributePrototypes | None = None) -> dict[str, Any]:
+                 conditional_prototypes: AttributePrototypes | None = None,
+                 attribute_units: AttributeUnits | None = None,
+                 feedback_settings: FeedbackSettings = FeedbackSettings()) -> dict[str, Any]:
     """Verify edits of every judged attribute under each (rule, active_only) variant.
 
     Args:
@@ -280,6 +293,9 @@ def verify_edits(model, held_out: HeldOut, attribute_names: Sequence[str], bound
             variants are skipped.
         conditional_prototypes: the same with :data:`HEADLINE_OTHERS` regressed out (for the
             ``conditional`` variants; skipped without them).
+        attribute_units: the mapper's :class:`AttributeUnits`, for the ``feedback`` rule (skipped
+            without them).
+        feedback_settings: how the ``feedback`` rule searches its steps.
     Returns:
         JSON-ready dict: settings and ``results[variant][attribute]`` from :func:`summarise`.
     """
@@ -293,12 +309,15 @@ def verify_edits(model, held_out: HeldOut, attribute_names: Sequence[str], bound
     results: dict[str, Any] = {}
     for variant in variants:
         maps = conditional_prototypes if variant.conditional else prototypes
-        if variant.rule in PROTOTYPE_RULES and maps is None:
+        if (variant.rule in PROTOTYPE_RULES and maps is None) or (variant.rule == "feedback" and attribute_units is None):
             continue
         per_attr = {}
         for target in wanted:
-            responses = judged_responses(model, held_out, names.index(target), bounds, alphas, spacing_mm, top_k,
-                                         variant, codes=codes, prototypes=maps, judged=judged)
+            m = names.index(target)
+            loop = ((feedback_hold(names, m), attribute_units, feedback_settings) if attribute_units is not None
+                    else None)
+            responses = judged_responses(model, held_out, m, bounds, alphas, spacing_mm, top_k,
+                                         variant, codes=codes, prototypes=maps, judged=judged, feedback=loop)
             per_attr[target] = summarise(responses, alphas.numpy().astype(np.float64), target, scale)
             per_attr[target]["atoms"] = list(select_atoms(model.mapper.effective_weight(), names.index(target),
                                                           top_k, variant.exclusive).atoms)
@@ -314,6 +333,9 @@ def verify_edits(model, held_out: HeldOut, attribute_names: Sequence[str], bound
         "top_k": int(top_k),
         "bounds_percentile": bounds.percentile,
         "prototype_quantile": None if prototypes is None else prototypes.quantile,
+        "feedback": None if attribute_units is None else {
+            **asdict(feedback_settings),
+            "holds": {t: [names[o] for o in feedback_hold(names, names.index(t))] for t in wanted}},
         # training images averaged into the (high, low) prototype of each attribute: ties (e.g. the many
         # zero infarct volumes) make a group larger than (1 − q)·N
         "prototype_counts": None if prototypes is None else {
@@ -340,7 +362,10 @@ def verification_markdown(report: dict[str, Any], targets: dict[str, float] | No
         f"{len(report['alphas'])} values in [−1, 1]; top-{report['top_k']} atoms; bounds at the "
         f"{report['bounds_percentile']:g}th percentile"
         + (f"; prototypes from the training images beyond the {report['prototype_quantile']:g} quantiles"
-           if report.get("prototype_quantile") else "") + ". Rules: `prototype` Z' = (1 − |α|)Z + |α|B (B the "
+           if report.get("prototype_quantile") else "") + ". Rules: `feedback` Z' = Z + |α|Δ± (Δ± on the same "
+        "atoms, searched per image so that the decoded edit, encoded again, reads the attribute "
+        + (f"{report['feedback']['goal_sd']:g} " if report.get("feedback") else "")
+        + "training spreads higher or lower with the held attributes unchanged), `prototype` Z' = (1 − |α|)Z + |α|B (B the "
         "mean training code map at the attribute's high or low end), `shift` Z' = Z + α(B_high − B_low)/2, "
         "`+conditional`: the ends chosen by the attribute's residual after regressing out the attributes the "
         "edit should hold fixed (the headline leakage's), `magnitude`/`literal`: scalar per-atom bounds.",
