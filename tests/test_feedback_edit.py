@@ -163,6 +163,10 @@ def test_attribute_units_calibrate_the_mappers_reading_against_the_training_trut
     sd = raw.std(0, unbiased=False)
     assert units.sd[0] == pytest.approx(2 * float(sd[0]), rel=1e-5)  # one training spread of raw, in â units
     assert units.zero[0] == pytest.approx(1.0, abs=1e-5)  # â reads 1 where the attribute is 0
+    # the calibrated reading of â is the attribute itself for an exact linear reader
+    reading = torch.stack([2 * raw[:, 0] + 1, 0.5 * raw[:, 1], -raw[:, 2]], dim=1)
+    assert torch.allclose(units.physical(reading)[:, 0], raw[:, 0], atol=1e-4)
+    assert torch.isnan(units.physical(reading)[:, 2]).all()
     assert units.sd[1] == pytest.approx(0.5 * float(sd[1]), rel=1e-2)
     # a reading that falls as the attribute grows is not calibrated: â's own spread, no physical zero
     assert units.sd[2] == pytest.approx(float(sd[2]), rel=1e-5) and torch.isnan(units.zero[2])

@@ -204,7 +204,7 @@ def attribute_units(run, bundle, codes=None):
         device = next(run.model.parameters()).device
         pred = run.model.mapper(z.to(device)).double().cpu().numpy()
     raw = train.raw_attributes.double().numpy()
-    sd, zero = [], []
+    sd, zero, slopes = [], [], []
     for m in range(raw.shape[1]):
         spread_hat, spread_raw = float(pred[:, m].std()), float(raw[:, m].std())
         slope, intercept = (np.polyfit(pred[:, m], raw[:, m], 1) if spread_hat > 0 and spread_raw > 0
@@ -212,10 +212,13 @@ def attribute_units(run, bundle, codes=None):
         if slope > 0:
             sd.append(spread_raw / slope)
             zero.append(-intercept / slope)
+            slopes.append(float(slope))
         else:
             sd.append(spread_hat if spread_hat > 0 else 1.0)
             zero.append(float("nan"))
-    return AttributeUnits(sd=torch.tensor(sd, dtype=torch.float32), zero=torch.tensor(zero, dtype=torch.float32))
+            slopes.append(float("nan"))
+    return AttributeUnits(sd=torch.tensor(sd, dtype=torch.float32), zero=torch.tensor(zero, dtype=torch.float32),
+                          slope=torch.tensor(slopes, dtype=torch.float32))
 
 
 def _check_quantile(quantile: float) -> None:
@@ -269,11 +272,12 @@ def _edit(args: argparse.Namespace) -> int:
     if not selection.atoms:
         raise ConfigError(f"attribute {args.attribute!r} has no atom to edit (non-zero in W"
                           f"{', used by no other attribute' if args.exclusive else ''})")
-    loop = ((feedback_hold(run.attribute_names, a), attribute_units(run, bundle), FeedbackSettings())
-            if args.rule == "feedback" else None)
+    units = attribute_units(run, bundle)
+    loop = (feedback_hold(run.attribute_names, a), units, FeedbackSettings()) if args.rule == "feedback" else None
     sweep = edit_sweep(run.model, ds[i]["image"], selection, bounds, alphas, args.rule, args.active_only,
                        prototypes=prototypes, feedback=loop)
-    pred = _unscale(bundle, sweep.predicted)[:, a]
+    # â ranks the attribute but is not on its scale: report it through the training calibration
+    pred = units.physical(sweep.predicted.double())[:, a]
     held_names = ([run.attribute_names[o] for o in loop[0]] if loop is not None
                   else [run.attribute_names[o] for o in prototypes.conditioned_on[a]]
                   if prototypes is not None and hold_fixed and a in prototypes.conditioned_on else [])
@@ -281,7 +285,7 @@ def _edit(args: argparse.Namespace) -> int:
             + (" (active only)" if args.active_only else "") + (" (exclusive atoms)" if args.exclusive else ""))
     edit_strip(ds[i]["image"], sweep.images, alphas.tolist(), args.out, saliency=sweep.saliency,
                title=f"{_label(ds, i)}: {args.attribute} edited via atoms {list(selection.atoms)} ({rule}); "
-                     f"model's â {pred[0]:.3g} → {pred[-1]:.3g}")
+                     f"model's reading (calibrated â) {float(pred[0]):.3g} → {float(pred[-1]):.3g}")
     print(f"edited {args.attribute} of {_label(ds, i)} via atoms {list(selection.atoms)} "
           f"(signs {[int(s) for s in selection.signs]}, rule {rule}) → {args.out}")
     return 0

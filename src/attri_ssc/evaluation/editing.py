@@ -401,10 +401,19 @@ class AttributeUnits:
         sd: (|A|,) positive: one training standard deviation of each attribute, in the mapper's units.
         zero: (|A|,) the mapper value of a physical 0 of each attribute (for ``max_relative``; NaN: no
             cap for that attribute), or None.
+        slope: (|A|,) physical units per mapper unit (NaN where uncalibrated), or None: with ``zero``,
+            the calibrated reading is ``slope · (â − zero)``.
     """
 
     sd: Tensor
     zero: Tensor | None = None
+    slope: Tensor | None = None
+
+    def physical(self, predicted: Tensor) -> Tensor:
+        """The calibrated physical value of mapper readings (..., |A|) (NaN where uncalibrated)."""
+        if self.zero is None or self.slope is None:
+            raise ValueError("these units carry no calibration (zero and slope)")
+        return self.slope.to(predicted) * (predicted - self.zero.to(predicted))
 
     def __post_init__(self) -> None:
         if self.sd.dim() != 1 or not bool(torch.all(self.sd > 0)):
