@@ -165,16 +165,18 @@ def _top_k(run, top_k: int | None) -> int:
     return k
 
 
-def _bounds_and_prototypes(run, bundle, percentile: float, quantile: float | None):
+def _bounds_and_prototypes(run, bundle, percentile: float, quantile: float | None, codes=None):
     """The run's atom bounds and, unless ``quantile`` is None, the plain and the conditional
-    (hold-fixed) prototype code maps, encoding the training split at most once."""
+    (hold-fixed) prototype code maps, encoding the training split at most once (not at all when
+    ``codes``, the training codes, are given)."""
     from attri_ssc.evaluation.editing import (collect_codes, hold_fixed_indices, prototypes_from_codes,
                                               run_atom_bounds)
 
     train = bundle.train
-    codes = None if quantile is None else collect_codes(run.model.backbone, train.images)
+    if codes is None and quantile is not None:
+        codes = collect_codes(run.model.backbone, train.images)
     bounds = run_atom_bounds(run, train.images, train.case_ids, percentile, codes=codes)
-    if codes is None:
+    if quantile is None:
         return bounds, None, None
     plain = prototypes_from_codes(codes, train.attributes, quantile)
     conditional = prototypes_from_codes(codes, train.attributes, quantile, hold_fixed_indices(run.attribute_names))
@@ -318,6 +320,7 @@ def _correlations(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
+    from attri_ssc.evaluation.editing import collect_codes
     from attri_ssc.evaluation.verification import VARIANTS, held_out_images, verification_markdown, verify_edits
     from attri_ssc.io_utils import write_json, write_text
 
@@ -337,12 +340,13 @@ def _verify(args: argparse.Namespace) -> int:
         held_out, scale = held_out_images(_split(bundle, args.split), bundle.cases, spacing, args.n_images)
     except ValueError as exc:
         raise DataError(f"{args.split} split: {exc}") from None
-    bounds, plain, conditional = _bounds_and_prototypes(run, bundle, args.percentile, args.quantile)
+    train_codes = collect_codes(run.model.backbone, bundle.train.images)
+    bounds, plain, conditional = _bounds_and_prototypes(run, bundle, args.percentile, args.quantile, train_codes)
     try:
         report = verify_edits(run.model, held_out, run.attribute_names, bounds, spacing, scale,
                               _top_k(run, args.top_k), steps=args.steps, prototypes=plain,
                               variants=variants, conditional_prototypes=conditional,
-                              attribute_units=attribute_units(run, bundle))
+                              attribute_units=attribute_units(run, bundle, train_codes))
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     report["run"] = str(args.run)
