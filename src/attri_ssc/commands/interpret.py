@@ -253,8 +253,8 @@ def _interpolate(args: argparse.Namespace) -> int:
 
 
 def _edit(args: argparse.Namespace) -> int:
-    from attri_ssc.evaluation.editing import (PROTOTYPE_RULES, FeedbackSettings, alpha_grid, edit_sweep,
-                                              feedback_hold, select_atoms)
+    from attri_ssc.evaluation.editing import (PROTOTYPE_RULES, FeedbackSettings, alpha_grid, collect_codes,
+                                              edit_sweep, feedback_hold, select_atoms)
     from attri_ssc.reports.figures import edit_strip
 
     _check_png(args.out)
@@ -266,15 +266,17 @@ def _edit(args: argparse.Namespace) -> int:
     run, bundle = load_run_and_data(args.run, args.data, args.device)
     a = attribute_index(run, args.attribute)
     ds, i = resolve_item(bundle, args.case)
+    train_codes = collect_codes(run.model.backbone, bundle.train.images)  # bounds, prototypes and units
     bounds, plain, conditional = _bounds_and_prototypes(run, bundle, args.percentile,
-                                                        args.quantile if args.rule in PROTOTYPE_RULES else None)
+                                                        args.quantile if args.rule in PROTOTYPE_RULES else None,
+                                                        train_codes)
     hold_fixed = args.hold_fixed if args.hold_fixed is not None else args.rule == "shift"
     prototypes = conditional if hold_fixed else plain
     selection = select_atoms(run.model.mapper.effective_weight(), a, _top_k(run, args.top_k), args.exclusive)
     if not selection.atoms:
         raise ConfigError(f"attribute {args.attribute!r} has no atom to edit (non-zero in W"
                           f"{', used by no other attribute' if args.exclusive else ''})")
-    units = attribute_units(run, bundle)
+    units = attribute_units(run, bundle, train_codes)
     loop = (feedback_hold(run.attribute_names, a), units, FeedbackSettings()) if args.rule == "feedback" else None
     sweep = edit_sweep(run.model, ds[i]["image"], selection, bounds, alphas, args.rule, args.active_only,
                        prototypes=prototypes, feedback=loop)
