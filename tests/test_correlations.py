@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from attri_ssc.evaluation.correlations import (atoms_by_attribute, correlation_analysis, correlations_markdown,
+from attri_ssc.interpret.correlations import (atoms_by_attribute, correlation_analysis, correlations_markdown,
                                                pearson, shared_atoms)
 
 NAMES = ("lv_volume", "myo_volume", "wall_thickness")

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from attri_ssc.evaluation import editing
-from attri_ssc.evaluation.editing import (AtomBounds, alpha_grid, bounds_from_codes, edit_codes, edit_direction,
+from attri_ssc.interpret import editing
+from attri_ssc.interpret.editing import (AtomBounds, alpha_grid, bounds_from_codes, edit_codes, edit_direction,
                                           prototypes_from_codes, run_atom_bounds, select_atoms)
-from attri_ssc.evaluation.saliency import directional_saliency, edited_atom_saliency
+from attri_ssc.interpret.saliency import directional_saliency, edited_atom_saliency
 from attri_ssc.models.ssc_vae import SSCVAE
 
 
@@ -257,7 +257,7 @@ def test_hold_fixed_indices_follow_the_attribute_names():
 
 
 def test_judged_names_follow_the_supervised_form():
-    from attri_ssc.evaluation.verification import judged_names
+    from attri_ssc.interpret.verification import judged_names
 
     assert judged_names(["lv_area", "myo_area", "wall_thickness", "infarct_area"]) == ("lv_area", "myo_area",
                                                                                        "wall_thickness")
@@ -341,7 +341,7 @@ def test_bounds_are_cached_in_the_run_folder_and_invalidated_by_new_weights(tmp_
 
 
 def test_verification_summary_on_synthetic_judged_responses():
-    from attri_ssc.evaluation.verification import summarise
+    from attri_ssc.interpret.verification import summarise
 
     alphas = np.array([-1.0, -0.5, 0.0, 0.5, 1.0])
     offsets = np.array([[10.0], [12.0], [8.0]])

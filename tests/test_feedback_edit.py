@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from attri_ssc.evaluation.editing import (AttributeUnits, FeedbackSettings, alpha_grid, bounds_from_codes, edit_codes,
+from attri_ssc.interpret.editing import (AttributeUnits, FeedbackSettings, alpha_grid, bounds_from_codes, edit_codes,
                                           edit_direction, edit_sweep, edit_targets, feedback_hold, feedback_steps,
                                           select_atoms)
 from attri_ssc.models.attri_ssc_vae import AttriSSCVAE

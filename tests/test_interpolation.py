@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from attri_ssc.evaluation.interpolation import interpolate, interpolate_codes, interpolation_alphas
+from attri_ssc.interpret.interpolation import interpolate, interpolate_codes, interpolation_alphas
 from attri_ssc.models.ssc_vae import SSCVAE
 
 

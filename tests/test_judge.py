@@ -11,7 +11,7 @@ from scipy.stats import spearmanr
 from attri_ssc.data.config import DataConfig
 from attri_ssc.data.datasets import build_datasets
 from attri_ssc.data.phantoms import load_ground_truth
-from attri_ssc.evaluation.judge import measure_batch, measure_slice
+from attri_ssc.interpret.judge import measure_batch, measure_slice
 
 
 def _ring_image(r_in_px: float, wall_px: float, size: int = 64, blood: float = 0.8, myo: float = 0.05,

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from attri_ssc.evaluation.metrics import compute_mmd
-from attri_ssc.evaluation.sampling import CodePrior, decode_samples, sample_quality
+from attri_ssc.interpret.sampling import CodePrior, decode_samples, sample_quality
 from attri_ssc.models.ssc_vae import SSCVAE
 
 

@@ -13,8 +13,8 @@ import argparse
 from pathlib import Path
 
 from attri_ssc.commands.interpret import _split, _top_k, attribute_units, load_run_and_data
-from attri_ssc.evaluation.editing import FeedbackSettings, run_atom_bounds
-from attri_ssc.evaluation.verification import EditVariant, held_out_images, judged_names, verify_edits
+from attri_ssc.interpret.editing import FeedbackSettings, run_atom_bounds
+from attri_ssc.interpret.verification import EditVariant, held_out_images, judged_names, verify_edits
 
 
 def main() -> None:

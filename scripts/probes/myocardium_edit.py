@@ -20,11 +20,11 @@ import numpy as np
 import torch
 
 from attri_ssc.commands.interpret import _split, load_run_and_data
-from attri_ssc.evaluation.editing import (alpha_grid, collect_codes, edit_codes, hold_fixed_indices,
+from attri_ssc.interpret.editing import (alpha_grid, collect_codes, edit_codes, hold_fixed_indices,
                                           prototypes_from_codes, run_atom_bounds, select_atoms)
-from attri_ssc.evaluation.judge import measure_batch
-from attri_ssc.evaluation.sampling import decode_samples
-from attri_ssc.evaluation.verification import held_out_images, judged_names, summarise
+from attri_ssc.interpret.judge import measure_batch
+from attri_ssc.interpret.sampling import decode_samples
+from attri_ssc.interpret.verification import held_out_images, judged_names, summarise
 
 
 def judged(backbone, codes, spacing, thickness, names) -> dict[str, np.ndarray]:

@@ -46,7 +46,7 @@ from sklearn.model_selection import GridSearchCV
 
 from attri_ssc.checkpoint import load_checkpoint
 from attri_ssc.commands.interpret import load_run_and_data
-from attri_ssc.evaluation.judge import measure_batch
+from attri_ssc.interpret.judge import measure_batch
 from attri_ssc.training.state import load_model_tensors
 
 

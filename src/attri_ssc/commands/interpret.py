@@ -169,7 +169,7 @@ def _bounds_and_prototypes(run, bundle, percentile: float, quantile: float | Non
     """The run's atom bounds and, unless ``quantile`` is None, the plain and the conditional
     (hold-fixed) prototype code maps, encoding the training split at most once (not at all when
     ``codes``, the training codes, are given)."""
-    from attri_ssc.evaluation.editing import (collect_codes, hold_fixed_indices, prototypes_from_codes,
+    from attri_ssc.interpret.editing import (collect_codes, hold_fixed_indices, prototypes_from_codes,
                                               run_atom_bounds)
 
     train = bundle.train
@@ -198,7 +198,7 @@ def attribute_units(run, bundle, codes=None):
     import numpy as np
     import torch
 
-    from attri_ssc.evaluation.editing import AttributeUnits, collect_codes
+    from attri_ssc.interpret.editing import AttributeUnits, collect_codes
 
     train = bundle.train
     z = collect_codes(run.model.backbone, train.images) if codes is None else codes
@@ -235,7 +235,7 @@ def _check_png(path: Path) -> None:
 
 # ---------------------------------------------------------------------------- commands
 def _interpolate(args: argparse.Namespace) -> int:
-    from attri_ssc.evaluation.interpolation import interpolate
+    from attri_ssc.interpret.interpolation import interpolate
     from attri_ssc.reports.figures import interpolation_grid
 
     _check_png(args.out)
@@ -253,7 +253,7 @@ def _interpolate(args: argparse.Namespace) -> int:
 
 
 def _edit(args: argparse.Namespace) -> int:
-    from attri_ssc.evaluation.editing import (PROTOTYPE_RULES, FeedbackSettings, alpha_grid, collect_codes,
+    from attri_ssc.interpret.editing import (PROTOTYPE_RULES, FeedbackSettings, alpha_grid, collect_codes,
                                               edit_sweep, feedback_hold, select_atoms)
     from attri_ssc.reports.figures import edit_strip
 
@@ -300,7 +300,7 @@ def _unscale(bundle, values):
 
 
 def _correlations(args: argparse.Namespace) -> int:
-    from attri_ssc.evaluation.correlations import correlation_analysis, correlations_markdown
+    from attri_ssc.interpret.correlations import correlation_analysis, correlations_markdown
     from attri_ssc.evaluation.predict import predict
     from attri_ssc.io_utils import write_json, write_text
     from attri_ssc.reports.figures import weight_heatmap
@@ -322,8 +322,8 @@ def _correlations(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from attri_ssc.evaluation.editing import collect_codes
-    from attri_ssc.evaluation.verification import VARIANTS, held_out_images, verification_markdown, verify_edits
+    from attri_ssc.interpret.editing import collect_codes
+    from attri_ssc.interpret.verification import VARIANTS, held_out_images, verification_markdown, verify_edits
     from attri_ssc.io_utils import write_json, write_text
 
     if args.n_images < 2:
@@ -365,8 +365,8 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _sample(args: argparse.Namespace) -> int:
-    from attri_ssc.evaluation.editing import collect_codes
-    from attri_ssc.evaluation.sampling import CodePrior, decode_samples, sample_quality
+    from attri_ssc.interpret.editing import collect_codes
+    from attri_ssc.interpret.sampling import CodePrior, decode_samples, sample_quality
     from attri_ssc.io_utils import write_json
     from attri_ssc.reports.figures import sample_grid
 

@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _interpret_all(args: argparse.Namespace) -> int:
     from attri_ssc.cli import main as cli_main
     from attri_ssc.commands.interpret import DEFAULT_RULE, load_run_and_data
-    from attri_ssc.evaluation.editing import HOLD_FIXED, feedback_hold
+    from attri_ssc.interpret.editing import HOLD_FIXED, feedback_hold
     from attri_ssc.errors import AttriSSCError
     from attri_ssc.io_utils import read_json, write_json
 

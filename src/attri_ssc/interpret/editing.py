@@ -71,7 +71,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from attri_ssc.evaluation.saliency import edited_atom_saliency
+from attri_ssc.interpret.saliency import edited_atom_saliency
 
 RULES = ("magnitude", "literal", "prototype", "shift", "feedback")
 #: Rules whose targets come from :class:`AttributePrototypes`.

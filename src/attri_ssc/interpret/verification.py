@@ -34,11 +34,11 @@ import numpy as np
 import torch
 from scipy import stats
 
-from attri_ssc.evaluation.editing import (HOLD_FIXED, PROTOTYPE_RULES, AtomBounds, AttributePrototypes, AttributeUnits,
+from attri_ssc.interpret.editing import (HOLD_FIXED, PROTOTYPE_RULES, AtomBounds, AttributePrototypes, AttributeUnits,
                                           FeedbackSettings, alpha_grid, collect_codes, edit_codes, feedback_hold,
                                           feedback_steps, select_atoms)
-from attri_ssc.evaluation.judge import measure_batch
-from attri_ssc.evaluation.sampling import decode_samples
+from attri_ssc.interpret.judge import measure_batch
+from attri_ssc.interpret.sampling import decode_samples
 
 #: Attributes the judge measures (its field names equal the dataset's attribute names).
 JUDGED: tuple[str, ...] = ("lv_volume", "myo_volume", "lv_area", "myo_area", "wall_thickness")
@@ -174,7 +174,7 @@ def judged_responses(model, held_out: HeldOut, attribute: int, bounds: AtomBound
         prototypes: the code maps of the ``prototype`` and ``shift`` rules (required by them).
         judged: which of :data:`JUDGED` to return.
         feedback: the ``feedback`` rule's (held attribute indices, :class:`AttributeUnits`,
-            settings), as for :func:`attri_ssc.evaluation.editing.feedback_steps` (required by it).
+            settings), as for :func:`attri_ssc.interpret.editing.feedback_steps` (required by it).
     Returns:
         name → (N, n_alpha) judged values (NaN where the judge fails) for each of
         ``judged``, plus ``predicted`` (N, n_alpha) the model's own â of the target
