@@ -43,7 +43,7 @@ repeated here.
 | clinical_utf16 | clinical file saved as UTF-16 with BOM | ok: parsed (same values) |
 | uncompressed_nifti | ``Case_<id>.nii`` instead of ``.nii.gz`` | ok |
 | float_mask_integer_values | mask stored as float32 0.0..4.0 | ok |
-| negative_spacing | pixdim[1] < 0 | ok: its absolute value is the spacing |
+| negative_spacing | pixdim[1] < 0 (image and mask) | warn: negative voxel spacing ...; its absolute value is used |
 | gap_mismatch | "Gap between slices" 25 mm, header ~10 mm | warn: ... differs ... (the header is used) |
 | orphan_clinical | ``Case <id>.txt`` without a case folder | ignored: clinical file without a case folder |
 
@@ -195,7 +195,9 @@ def nan_spacing(root, cid):
 
 
 def negative_spacing(root, cid):
+    # Image and mask alike, so that only the sign is wrong (not the grids' agreement).
     _patch_pixdim(_nii(root, cid, "Images"), 1, -1.5)
+    _patch_pixdim(_nii(root, cid, "Contours"), 1, -1.5)
 
 
 def missing_clinical(root, cid):
@@ -280,7 +282,8 @@ CORPUS: dict[str, Entry] = {f.__name__: (f, cid, outcome, where, message) for f,
     (clinical_utf16, "P130", "ok", "", ""),
     (uncompressed_nifti, "P131", "ok", "", ""),
     (float_mask_integer_values, "P132", "ok", "", ""),
-    (negative_spacing, "P133", "ok", "", ""),
+    (negative_spacing, "P133", "warn", "Case_{id}/Images/Case_{id}.nii.gz",
+     "negative voxel spacing (-1.5,"),
     (gap_mismatch, "P134", "warn", "Case {id}.txt",
      "'Gap between slices' 25 mm differs from the header's slice spacing"),
     (orphan_clinical, "P135", "ignored", "Case {id}.txt", "clinical file without a case folder"),

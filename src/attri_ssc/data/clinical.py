@@ -173,6 +173,29 @@ def _split_pairs(text: str) -> tuple[dict[str, tuple[str, str]], list[str]]:
     return found, other
 
 
+def field_occurrences(text: str) -> dict[str, list[str]]:
+    """Every known field's raw values in file order, for fields given more than once
+    (:func:`parse_clinical_text` reads the first); key -> values."""
+    seen: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        if ":" not in line:
+            continue
+        label, value = line.split(":", 1)
+        key = _ALIASES.get(_squash(label))
+        if key is not None:
+            seen.setdefault(key, []).append(value.strip())
+    return {k: v for k, v in seen.items() if len(v) > 1}
+
+
+def normalised_value(key: str, raw: str) -> float | int | str:
+    """A field's value as parsed (``'male'`` -> ``'M'``, ``'55,0'`` -> 55.0), or the stripped
+    text when it does not parse; used to tell a repeated field from a contradictory one."""
+    try:
+        return _parse_value(Path("<field>"), key, raw)
+    except DataError:
+        return raw.strip()
+
+
 def _parse_value(path: Path, key: str, raw: str) -> float | int | str:
     printed, kind = FIELDS[key]
     value = raw.strip().strip("\u00a0").strip()
@@ -270,4 +293,5 @@ def format_clinical(values: dict[str, object], nbsp_fields: set[str] | frozenset
     return "\r\n".join(lines) + "\r\n"
 
 
-__all__ = ["ClinicalRecord", "FIELDS", "decode_bytes", "format_clinical", "parse_clinical_text", "read_clinical"]
+__all__ = ["ClinicalRecord", "FIELDS", "decode_bytes", "field_occurrences", "format_clinical", "normalised_value",
+           "parse_clinical_text", "read_clinical"]

@@ -38,7 +38,7 @@ from torch.utils.data import Dataset
 from attri_ssc.data.attributes import ATTRIBUTES, IMAGE_ATTRIBUTES, check_supervised, measure_mask
 from attri_ssc.data.cache import cached, content_key
 from attri_ssc.data.config import DataConfig
-from attri_ssc.data.emidec import EmidecCase, read_dataset
+from attri_ssc.data.emidec import EmidecCase, read_usable_cases
 from attri_ssc.data.preprocess import PreprocessParams, pad_slices, preprocess_stack
 from attri_ssc.data.splits import stratified_split
 from attri_ssc.errors import ConfigError, DataError
@@ -207,6 +207,8 @@ class DataBundle:
         split: {'train', 'val', 'test'} → sorted case ids.
         config: the validated :class:`DataConfig`.
         image_shape: (1, *S) of every item's image.
+        skipped: unusable cases left out (``cfg.skip_bad_cases``): case id -> the
+            problems found, each naming the file ('' for the folder as a whole).
     """
 
     train: CardiacDataset
@@ -218,6 +220,7 @@ class DataBundle:
     config: DataConfig | None = None
     image_shape: tuple[int, ...] = ()
     cases: dict[str, EmidecCase] = field(default_factory=dict, repr=False)
+    skipped: dict[str, list[str]] = field(default_factory=dict)
 
 
 def preprocess_params(cfg: DataConfig) -> PreprocessParams:
@@ -348,21 +351,32 @@ def build_datasets(data_dir: str | Path, cfg: DataConfig, seed: int | None = Non
     names = tuple(cfg.attributes)
     check_supervised(names)
     params = preprocess_params(cfg)
-    cases = read_dataset(data_dir, skip_bad_cases=cfg.skip_bad_cases)
+    # The content checks read every voxel (check_arrays): a blank image or a mask without a
+    # structure the attributes need is found here, not after training on it.
+    cases, skipped = read_usable_cases(data_dir, skip_bad_cases=cfg.skip_bad_cases, check_arrays=True)
     preps: list[PreparedCase] = []
+
+    def skip(case: EmidecCase, message: str) -> None:
+        if not cfg.skip_bad_cases:
+            raise DataError(message)
+        log.warning("skipping case %s: %s", case.case_id, message)
+        skipped.setdefault(case.case_id, []).append(message)
+
     for case in cases:
         try:
-            preps.append(prepare_case(case, params, cfg.cache_dir))
+            prep = prepare_case(case, params, cfg.cache_dir)
         except DataError as exc:
-            if not cfg.skip_bad_cases:
-                raise
-            log.warning("skipping case %s: %s", case.case_id, exc)
-    if cfg.spatial_dims == 3:
-        too_long = [p for p in preps if p.image.shape[0] > cfg.n_slices]
-        if too_long and cfg.skip_bad_cases:
-            for p in too_long:
-                log.warning("skipping case %s: %d slices > data.n_slices=%d", p.case.case_id, p.image.shape[0], cfg.n_slices)
-            preps = [p for p in preps if p.image.shape[0] <= cfg.n_slices]
+            skip(case, str(exc))
+            continue
+        bad = _non_finite_attributes(prep, names)
+        if bad:
+            skip(case, f"case {case.case_id}: {case.mask_path}: {bad}")
+            continue
+        if cfg.spatial_dims == 3 and prep.image.shape[0] > cfg.n_slices:
+            skip(case, f"case {case.case_id}: {case.image_path}: {prep.image.shape[0]} slices, more than "
+                       f"data.n_slices={cfg.n_slices}")
+            continue
+        preps.append(prep)
     if not preps:
         raise DataError(f"{data_dir}: no usable cases")
     if split is None:
@@ -397,7 +411,25 @@ def build_datasets(data_dir: str | Path, cfg: DataConfig, seed: int | None = Non
         config=cfg,
         image_shape=tuple(datasets["train"].images.shape[1:]),
         cases={p.case.case_id: p.case for p in preps},
+        skipped=dict(sorted(skipped.items())),
     )
+
+
+def _non_finite_attributes(prep: PreparedCase, supervised: Sequence[str]) -> str:
+    """'' when every supervised image attribute of the case and of its slices is finite, else
+    which are not (a degenerate mask, e.g. myocardium filling a whole slice, has no wall
+    thickness): such a case is unusable rather than a NaN in training."""
+    names = []
+    for col, name in enumerate(IMAGE_ATTRIBUTES):
+        if name not in supervised:
+            continue
+        bad_slices = [int(k) for k in np.flatnonzero(~np.isfinite(prep.slice_attributes[:, col]))]
+        if not np.isfinite(prep.case_attributes[col]) or bad_slices:
+            names.append(f"{name} (slice(s) {bad_slices})" if bad_slices else name)
+    if not names:
+        return ""
+    return (f"attribute(s) {', '.join(names)} cannot be measured from the mask (expected a myocardium with "
+            "background around it on every slice)")
 
 
 __all__ = ["AttributeScaler", "CardiacDataset", "DataBundle", "PreparedCase", "build_datasets", "prepare_case", "preprocess_params"]

@@ -17,7 +17,9 @@ case's clean image, when present, is recorded in :attr:`EmidecCase.clean_path`.
 Problems are collected, not raised one by one: :func:`scan_dataset` returns every
 problem it finds, each naming the case and the file; :func:`read_dataset` raises one
 :class:`DataError` listing them all, or (``skip_bad_cases=True``) logs and skips the
-unusable cases.
+unusable cases. The content checks (blank images, missing structures, image/mask
+geometry, implausible spacing, files named for another case, repeated clinical fields)
+live in :mod:`attri_ssc.data.checks`, shared with the other readers.
 """
 
 from __future__ import annotations
@@ -28,11 +30,13 @@ import re
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Iterable, Literal
 
 import numpy as np
 
-from attri_ssc.data.attributes import VALID_LABELS
+from attri_ssc.data.checks import (Problem, check_clinical_repeats, check_dimensions, check_file_names,
+                                   check_geometry, check_image_voxels, check_mask_voxels, check_spacing,
+                                   stored_zooms, volume_shape)
 from attri_ssc.data.clinical import ClinicalRecord, read_clinical
 from attri_ssc.errors import DataError
 
@@ -45,27 +49,6 @@ GROUND_TRUTH_CSV = "phantom_ground_truth.csv"
 _FOLDER_RE = re.compile(r"^Case_(?P<id>[A-Za-z0-9]+)$")
 _TEXT_RE = re.compile(r"^Case[ _](?P<id>[A-Za-z0-9]+)\.txt$", re.IGNORECASE)
 _NIFTI_SUFFIXES = (".nii.gz", ".nii")
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One thing wrong with the data.
-
-    Attributes:
-        case_id: the case concerned ('' for the folder as a whole).
-        path: the file or folder concerned.
-        message: what is wrong.
-        severity: 'error' makes the case unusable; 'warning' does not.
-    """
-
-    case_id: str
-    path: str
-    message: str
-    severity: Literal["error", "warning"] = "error"
-
-    def __str__(self) -> str:
-        who = f"case {self.case_id}: " if self.case_id else ""
-        return f"{self.severity}: {who}{self.path}: {self.message}"
 
 
 @dataclass(frozen=True)
@@ -135,7 +118,7 @@ def _nifti_header(path: Path, case_id: str):
     from nibabel.imageglobals import logger as nib_logger
 
     # nibabel prints the header fixes it makes (zero spacing -> 1 mm, ...) to stderr;
-    # inspect_case reports such headers itself (see _stored_zooms), so keep quiet here.
+    # inspect_case reports such headers itself (see checks.stored_zooms), so keep quiet here.
     level = nib_logger.level
     nib_logger.setLevel(logging.ERROR)
     try:
@@ -160,7 +143,11 @@ def load_nifti(path: Path, case_id: str = "") -> tuple[np.ndarray, tuple[float, 
     if str(path).endswith(".gz"):
         _check_gzip(Path(path), case_id)
     zooms = tuple(float(z) for z in img.header.get_zooms())
-    return np.asarray(data), zooms
+    data = np.asarray(data)
+    squeezed = volume_shape(data.shape)
+    if squeezed is not None and squeezed != data.shape:  # (X, Y, Z, 1): reported as a warning by the checks
+        data = data.reshape(squeezed)
+    return data, zooms
 
 
 def _check_gzip(path: Path, case_id: str) -> None:
@@ -177,38 +164,13 @@ def _check_gzip(path: Path, case_id: str) -> None:
         ) from None
 
 
-def _stored_zooms(path: Path, img) -> tuple[float, ...]:
-    """Voxel spacing as written in the header: on load nibabel replaces a zero spacing by
-    1 mm (and a negative one by its absolute value), which would hide a broken header."""
-    from nibabel.openers import ImageOpener
-
-    try:
-        with ImageOpener(str(path)) as fh:
-            header = type(img.header).from_fileobj(fh, check=False)
-        return tuple(abs(float(z)) for z in header.get_zooms())
-    except Exception:  # unusual header classes: fall back to nibabel's (fixed) values
-        return tuple(float(z) for z in img.header.get_zooms())
-
-
 def check_mask(data: np.ndarray, path: Path, case_id: str, shape: tuple[int, ...]) -> np.ndarray:
-    """Validate a label volume; returns it as uint8 or raises :class:`DataError`."""
-    if data.shape != tuple(shape):
-        raise DataError(f"case {case_id}: {path}: mask shape {data.shape} differs from image shape {tuple(shape)}")
-    if not np.all(np.isfinite(data)):
-        raise DataError(f"case {case_id}: {path}: mask has non-finite values")
-    rounded = np.rint(data)
-    if not np.array_equal(rounded, data):
-        raise DataError(f"case {case_id}: {path}: mask has non-integer values")
-    values = {int(v) for v in np.unique(rounded)}
-    unknown = sorted(values - VALID_LABELS)
-    if unknown:
-        raise DataError(
-            f"case {case_id}: {path}: mask has unknown label(s) {unknown}; expected 0 background, "
-            "1 cavity, 2 myocardium, 3 infarct, 4 no-reflow"
-        )
-    if not values - {0}:
-        raise DataError(f"case {case_id}: {path}: mask is empty (background only: no cavity or myocardium)")
-    return rounded.astype(np.uint8)
+    """Validate a label volume (:func:`attri_ssc.data.checks.check_mask_voxels`); returns it
+    as uint8 or raises :class:`DataError` with the first problem."""
+    errors = [p for p in check_mask_voxels(data, case_id, path, shape) if p.severity == "error"]
+    if errors:
+        raise DataError(f"case {case_id}: {path}: {errors[0].message}")
+    return np.rint(data).astype(np.uint8)
 
 
 def _find_nifti(folder: Path, case_name: str) -> Path | None:
@@ -305,9 +267,14 @@ def discover(root: str | Path) -> tuple[list[CaseFiles], list[Problem]]:
     return files, problems
 
 
-def inspect_case(files: CaseFiles, check_arrays: bool = False) -> tuple[EmidecCase | None, list[Problem]]:
+def inspect_case(files: CaseFiles, check_arrays: bool = False,
+                 other_ids: Iterable[str] = ()) -> tuple[EmidecCase | None, list[Problem]]:
     """Open one case's headers and clinical file (and, with ``check_arrays``, its voxel
-    data); return the case when usable and every problem found."""
+    data); return the case when usable and every problem found.
+
+    ``other_ids``: the other cases' ids in the folder, to recognise a file named for
+    another case (:func:`attri_ssc.data.checks.check_file_names`).
+    """
     cid = files.case_id
     problems: list[Problem] = []
     clinical = None
@@ -316,8 +283,17 @@ def inspect_case(files: CaseFiles, check_arrays: bool = False) -> tuple[EmidecCa
             clinical = read_clinical(files.clinical_path)
         except DataError as exc:
             problems.append(Problem(cid, str(files.clinical_path), str(exc).removeprefix(f"{files.clinical_path}: ")))
+        else:
+            problems += check_clinical_repeats(files.clinical_path, cid)
+    extra = []
+    if files.folder is not None:
+        for sub in ("Images", "Contours"):
+            if (files.folder / sub).is_dir():
+                extra += sorted(p for p in (files.folder / sub).iterdir() if p.name.endswith(_NIFTI_SUFFIXES))
+    problems += check_file_names(cid, {"image": files.image_path, "mask": files.mask_path}, other_ids, extra)
     spacing = shape = None
     headers = {}
+    zooms: dict[str, tuple[float, ...]] = {}
     for role, path in (("image", files.image_path), ("mask", files.mask_path)):
         if path is None:
             continue
@@ -326,40 +302,46 @@ def inspect_case(files: CaseFiles, check_arrays: bool = False) -> tuple[EmidecCa
         except DataError as exc:
             problems.append(Problem(cid, str(path), str(exc).split(f"{path}: ", 1)[-1]))
             continue
+        dims = check_dimensions(img.shape, cid, path)
+        problems += dims
+        if any(p.severity == "error" for p in dims):
+            continue
         headers[role] = img
-        if len(img.shape) != 3:
-            problems.append(Problem(cid, str(path), f"expected a 3D (X, Y, slices) volume, got shape {img.shape}"))
+        zooms[role] = stored_zooms(path, img)[:3]
     if "image" in headers:
-        img = headers["image"]
-        zooms = _stored_zooms(files.image_path, img)[:3]
-        if len(img.shape) == 3:
-            shape = tuple(int(s) for s in img.shape)
-            if len(zooms) != 3 or not all(np.isfinite(z) and z > 0 for z in zooms):
-                problems.append(Problem(cid, str(files.image_path), f"invalid voxel spacing {zooms} in header"))
-            else:
-                spacing = zooms
-    if "mask" in headers and shape is not None and tuple(headers["mask"].shape) != shape:
-        problems.append(
-            Problem(
-                cid, str(files.mask_path), f"mask shape {tuple(headers['mask'].shape)} differs from image shape {shape}"
-            )
-        )
+        spacing_problems = check_spacing(zooms["image"], cid, files.image_path)
+        problems += spacing_problems
+        shape = volume_shape(headers["image"].shape)
+        if not any(p.severity == "error" for p in spacing_problems):
+            spacing = tuple(abs(z) for z in zooms["image"])
+    if "image" in headers and "mask" in headers:
+        problems += check_geometry(headers["image"], headers["mask"], cid, files.image_path, files.mask_path,
+                                   zooms["image"], zooms["mask"], compare_spacing=spacing is not None)
     if check_arrays:
+        image = None
+        arrays: dict[str, np.ndarray] = {}
         for role, path in (("image", files.image_path), ("mask", files.mask_path), ("clean", files.clean_path)):
-            if path is None or role not in headers and role != "clean":
+            if path is None or (role != "clean" and role not in headers):
                 continue
             try:
-                data, _ = load_nifti(path, cid)
-                if role == "mask" and shape is not None and data.shape == shape:
-                    check_mask(data, path, cid, shape)
-                elif role == "mask":
-                    continue  # shape problem already reported
-                elif not np.all(np.isfinite(data)):
-                    problems.append(Problem(cid, str(path), f"{role} has non-finite values"))
-                elif role == "clean" and shape is not None and data.shape != shape:
-                    problems.append(Problem(cid, str(path), f"clean image shape {data.shape} differs from {shape}"))
+                arrays[role] = load_nifti(path, cid)[0]
             except DataError as exc:
                 problems.append(Problem(cid, str(path), str(exc).split(f"{path}: ", 1)[-1]))
+        geometry_ok = not any(p.severity == "error" and p.path == str(files.mask_path) for p in problems)
+        if "mask" in arrays and shape is not None and geometry_ok:
+            problems += check_mask_voxels(arrays["mask"], cid, files.mask_path, shape)
+        if "image" in arrays:
+            image = arrays["image"]
+            mask = arrays.get("mask")
+            problems += check_image_voxels(image, cid, files.image_path, "image",
+                                           mask if mask is not None and mask.shape == image.shape else None)
+        if "clean" in arrays:
+            clean = arrays["clean"]
+            clean_problems = [p for p in check_image_voxels(clean, cid, files.clean_path, "clean")
+                              if "non-finite" in p.message]
+            problems += clean_problems
+            if not clean_problems and shape is not None and clean.shape != shape:
+                problems.append(Problem(cid, str(files.clean_path), f"clean image shape {clean.shape} differs from {shape}"))
     if clinical is not None and spacing is not None and abs(clinical.gap_between_slices - spacing[2]) > 0.51:
         problems.append(
             Problem(
@@ -393,8 +375,9 @@ def scan_dataset(root: str | Path, check_arrays: bool = False) -> tuple[list[Emi
     files, problems = discover(root)
     cases: list[EmidecCase] = []
     bad_ids = {p.case_id for p in problems if p.severity == "error"}
+    ids = [f.case_id for f in files]
     for f in files:
-        case, case_problems = inspect_case(f, check_arrays=check_arrays)
+        case, case_problems = inspect_case(f, check_arrays=check_arrays, other_ids=ids)
         problems.extend(case_problems)
         if case is not None and f.case_id not in bad_ids:
             cases.append(case)
@@ -409,10 +392,17 @@ def read_dataset(root: str | Path, skip_bad_cases: bool = False, check_arrays: b
         skip_bad_cases: when False (default) any error raises one :class:`DataError`
             listing every problem; when True unusable cases are logged (warning) and
             skipped, and only an empty result raises.
-        check_arrays: also read voxel data (labels, finiteness, truncation); otherwise
-            only headers and clinical files are read here and voxel problems surface
-            when the arrays are loaded.
+        check_arrays: also read voxel data (labels, finiteness, truncation, the content
+            checks); otherwise only headers and clinical files are read here and voxel
+            problems surface when the arrays are loaded.
     """
+    return read_usable_cases(root, skip_bad_cases, check_arrays)[0]
+
+
+def read_usable_cases(root: str | Path, skip_bad_cases: bool = False,
+                      check_arrays: bool = False) -> tuple[list[EmidecCase], dict[str, list[str]]]:
+    """:func:`read_dataset`, also returning the skipped cases: case id ('' for the folder)
+    -> the problems that made it unusable (each ``str(Problem)``)."""
     cases, problems = scan_dataset(root, check_arrays=check_arrays)
     errors = [p for p in problems if p.severity == "error"]
     for p in problems:
@@ -421,11 +411,13 @@ def read_dataset(root: str | Path, skip_bad_cases: bool = False, check_arrays: b
     if errors and not skip_bad_cases:
         listing = "\n  ".join(str(p) for p in errors)
         raise DataError(f"{root}: {len(errors)} problem(s) in the data:\n  {listing}")
+    skipped: dict[str, list[str]] = {}
     for p in errors:
         log.warning("skipping: %s", p)
+        skipped.setdefault(p.case_id, []).append(str(p))
     if not cases:
         raise DataError(f"{root}: no usable cases" + (f" ({len(errors)} problem(s), all skipped)" if errors else ""))
-    return cases
+    return cases, skipped
 
 
 __all__ = [
@@ -440,5 +432,6 @@ __all__ = [
     "inspect_case",
     "load_nifti",
     "read_dataset",
+    "read_usable_cases",
     "scan_dataset",
 ]
