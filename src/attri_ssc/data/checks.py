@@ -238,7 +238,8 @@ def check_mask_voxels(data: np.ndarray, case_id: str, path: str | Path, shape: S
                       required: Sequence[tuple[str, frozenset[int]]] = REQUIRED_STRUCTURES,
                       valid_labels: frozenset[int] = VALID_LABELS) -> list[Problem]:
     """A label volume must have the image's ``shape``, finite integer labels in
-    ``valid_labels``, and each ``required`` structure on at least one slice."""
+    ``valid_labels``, each ``required`` structure on at least one slice, and background on
+    every slice (``(X, Y, Z)`` volumes)."""
     data = np.asarray(data)
     path = str(path)
     if data.shape != tuple(shape):
@@ -257,9 +258,16 @@ def check_mask_voxels(data: np.ndarray, case_id: str, path: str | Path, shape: S
     if not values - {0}:
         return [Problem(case_id, path, "mask is empty (background only: no cavity or myocardium)")]
     n_slices = data.shape[-1] if data.ndim else 0
-    return [Problem(case_id, path, f"mask has no {name} on any of its {n_slices} slice(s); the attributes need it "
-                    f"(expected it on at least one slice)")
-            for name, labels in required if not values & set(labels)]
+    problems = [Problem(case_id, path, f"mask has no {name} on any of its {n_slices} slice(s); the attributes "
+                        "need it (expected it on at least one slice)")
+                for name, labels in required if not values & set(labels)]
+    if data.ndim == 3:
+        # A slice without background has no outer wall: its thickness cannot be measured.
+        full = [int(k) for k in np.flatnonzero((rounded != 0).all(axis=(0, 1)))]
+        if full:
+            problems.append(Problem(case_id, path, f"slice(s) {full} have no background: the labels fill the whole "
+                                    "slice (expected background around the heart)"))
+    return problems
 
 
 # --------------------------------------------------------------------------- names and clinical files
