@@ -60,13 +60,16 @@ def save_checkpoint(path_prefix: str | os.PathLike, tensors: dict[str, torch.Ten
     flat = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
     pending_st, pending_json = _pending_paths(path_prefix)
     finish_interrupted_save(path_prefix)
-    atomic_write(pending_st, lambda tmp: save_file(flat, str(tmp)))
+    atomic_write(pending_st, lambda tmp: save_file(flat, str(tmp)))  # StorageError when the disk is full
     record = {"format_version": FORMAT_VERSION, "sha256": sha256_file(pending_st), "meta": meta}
     try:
         write_json(pending_json, record)  # serialises before touching the file
     except TypeError as exc:
         pending_st.unlink(missing_ok=True)
         raise ValueError(f"checkpoint meta is not JSON serialisable: {exc}") from exc
+    except BaseException:  # e.g. a full disk: the pending weights alone are a half-finished save
+        pending_st.unlink(missing_ok=True)
+        raise
     finish_interrupted_save(path_prefix)  # the two renames
     return json_path
 

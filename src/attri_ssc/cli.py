@@ -51,6 +51,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def writer_lock(args: argparse.Namespace):
+    """The run-folder lock a command needs (:mod:`attri_ssc.run_lock`): ``train`` locks
+    ``--out``; a command with a ``run`` folder argument locks it when its output (``--out``,
+    or the run itself when there is none, as for ``evaluate``) lies inside the run. Commands
+    that only read a run, or write elsewhere, take no lock and are never blocked."""
+    from contextlib import nullcontext
+    from pathlib import Path
+
+    from attri_ssc.run_lock import lock_if_inside, run_lock
+
+    if args.command == "train" and getattr(args, "out", None) is not None:
+        return run_lock(args.out, create=not getattr(args, "resume", False))
+    run = getattr(args, "run", None)
+    if isinstance(run, (str, Path)):
+        out = getattr(args, "out", None)
+        return lock_if_inside(run, out if out is not None else run)
+    return nullcontext()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -58,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        result = args.func(args)
+        with writer_lock(args):
+            result = args.func(args)
     except AttriSSCError as exc:
         print(f"attri-ssc {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code

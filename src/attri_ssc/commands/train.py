@@ -21,6 +21,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--init-from", type=Path, default=None, metavar="CHECKPOINT",
                    help="start from another run's stage-boundary checkpoint, e.g. RUN/checkpoints/after_stage2 "
                         "(earlier stages count as done)")
+    p.add_argument("--strict", action="store_true",
+                   help="stop (exit 3) when any case is unusable; by default unusable cases are skipped with a "
+                        "warning and listed in RUN/skipped_cases.json")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
@@ -32,6 +35,9 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.data.is_dir():
         raise DataError(f"data folder not found: {args.data}")
+    # Unusable cases are skipped (and listed) unless --strict; an explicit --set wins otherwise.
+    if args.strict or not any(o.strip().startswith("data.skip_bad_cases=") for o in args.overrides):
+        args.overrides = [*args.overrides, f"data.skip_bad_cases={'false' if args.strict else 'true'}"]
     if args.resume:
         from attri_ssc.checkpoint import load_checkpoint
 
@@ -43,6 +49,11 @@ def run(args: argparse.Namespace) -> int:
                    init_from=args.init_from)
     state = "finished" if result.completed else f"stopped at global step {result.position.global_step}"
     print(f"training {state}; run folder: {result.run_dir}")
+    if result.skipped_cases:
+        print(f"attri-ssc train: warning: {len(result.skipped_cases)} unusable case(s) were skipped: "
+              f"{', '.join(c or '(folder)' for c in result.skipped_cases)}; the problems are listed in "
+              f"{result.run_dir / 'skipped_cases.json'} (run attri-ssc check-data, or pass --strict to stop)",
+              file=sys.stderr)
     if result.skipped_batches:
         print(f"attri-ssc train: warning: {result.skipped_batches} batch(es) with a non-finite loss or gradient "
               f"were skipped (train.skip_nonfinite); see {result.run_dir / 'metrics.jsonl'}", file=sys.stderr)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import logging
 import math
 import shutil
 import time
@@ -28,9 +29,10 @@ from torch.utils.data import DistributedSampler, default_collate
 from tqdm.auto import tqdm
 
 from attri_ssc.config import ExperimentConfig, StageSpec, dump_yaml
-from attri_ssc.errors import CheckpointError, ConfigError, DataError, NumericalError
-from attri_ssc.io_utils import write_json, write_text
+from attri_ssc.errors import CheckpointError, ConfigError, DataError, NumericalError, StorageError
+from attri_ssc.io_utils import disk_full_message, is_disk_full, write_json, write_text
 from attri_ssc.models.mapper import atom_usage, usage_agreement
+from attri_ssc.run_lock import LOCK_NAME
 from attri_ssc.seeding import set_seed
 from attri_ssc.training import distributed as dist_utils
 from attri_ssc.training.augment import augment_batch, check_augmentation
@@ -39,8 +41,11 @@ from attri_ssc.training.state import (load_model_tensors, model_tensors, optimiz
                                       optimizer_to_flat, restore_rng, rng_state)
 
 RUN_ARTIFACTS = ("config.yaml", "metrics.jsonl", "checkpoints", "model.safetensors", "model.json",
-                 "summary.json", "split.json")
+                 "summary.json", "split.json", "skipped_cases.json")
+#: Unusable cases left out of a run (``data.skip_bad_cases``), beside ``split.json``.
+SKIPPED_CASES_NAME = "skipped_cases.json"
 CHECKPOINT_NAME = "checkpoints/last"
+log_module = logging.getLogger(__name__)
 # Data settings that may change between a checkpoint and its continuation.
 IRRELEVANT_TO_RESUME = ("cache_dir", "skip_bad_cases")
 FORMAT_VERSION = 1
@@ -63,6 +68,7 @@ class TrainResult:
     validation: dict[str, Any]
     wall_time_s: float
     skipped_batches: int = 0  # batches skipped as non-finite (train.skip_nonfinite), whole run
+    skipped_cases: dict[str, list[str]] | None = None  # unusable cases left out: id -> problems
 
 
 # --------------------------------------------------------------------------- run folder
@@ -78,7 +84,7 @@ def prepare_run_dir(run_dir: Path, resume: bool, force: bool) -> None:
         if not (run_dir / f"{CHECKPOINT_NAME}.json").exists():
             raise CheckpointError(f"cannot resume: no checkpoint at {run_dir / CHECKPOINT_NAME}.json")
         return
-    if run_dir.exists() and any(run_dir.iterdir()):
+    if run_dir.exists() and any(p.name != LOCK_NAME for p in run_dir.iterdir()):
         if not force:
             raise ConfigError(
                 f"run folder {run_dir} is not empty; pass --resume to continue it or --force to overwrite it")
@@ -110,7 +116,10 @@ class MetricsLog:
             # of the stage whose start hook runs again (``restart_stage``, resuming at its step 0).
             kept = []
             for line in path.read_text().splitlines():
-                record = json.loads(line) if line.strip() else None
+                try:
+                    record = json.loads(line) if line.strip() else None
+                except json.JSONDecodeError:  # a line cut short by a crash: dropped
+                    continue
                 if record is None or record.get("global_step", 0) > keep_until_step or (
                         record.get("kind") == "stage_start" and record.get("stage") == restart_stage
                         and record.get("global_step") == keep_until_step):
@@ -122,8 +131,20 @@ class MetricsLog:
     def write(self, record: dict[str, Any]) -> None:
         self.skipped_batches += record.get("kind") == "skipped_batch"
         if self.enabled:
-            with open(self.path, "a", encoding="utf-8") as fh:
-                fh.write(json.dumps(record) + "\n")
+            line = (json.dumps(record) + "\n").encode("utf-8")
+            with open(self.path, "ab") as fh:
+                start = fh.tell()
+                try:
+                    fh.write(line)
+                    fh.flush()
+                except OSError as exc:  # never leave half a line: cut back to the last whole record
+                    try:
+                        fh.truncate(start)
+                    except OSError:
+                        pass
+                    if is_disk_full(exc):
+                        raise StorageError(disk_full_message(self.path, exc)) from exc
+                    raise
 
 
 # --------------------------------------------------------------------------- batches
@@ -347,6 +368,17 @@ def _build_bundle(data_dir: str | Path, cfg: ExperimentConfig, saved_split: dict
 
 def train(cfg: ExperimentConfig, data_dir: str | Path, run_dir: str | Path, resume: bool = False,
           force: bool = False, progress: bool = True, init_from: str | Path | None = None) -> TrainResult:
+    """Hold the run folder's writer lock (:func:`attri_ssc.run_lock.run_lock`; rank 0 under
+    torchrun) and train: see :func:`_train`. A second writer on ``run_dir`` gets
+    :class:`~attri_ssc.errors.RunLockedError` before anything is read or written."""
+    from attri_ssc.run_lock import run_lock
+
+    with run_lock(run_dir, create=not resume):
+        return _train(cfg, data_dir, run_dir, resume, force, progress, init_from)
+
+
+def _train(cfg: ExperimentConfig, data_dir: str | Path, run_dir: str | Path, resume: bool = False,
+           force: bool = False, progress: bool = True, init_from: str | Path | None = None) -> TrainResult:
     """Train ``cfg`` on the EMIDEC-layout folder ``data_dir`` into ``run_dir``.
 
     With ``resume``, training continues from the run's checkpoint; ``cfg`` must have the
@@ -423,6 +455,10 @@ def train(cfg: ExperimentConfig, data_dir: str | Path, run_dir: str | Path, resu
     if info.is_main:
         write_text(run_dir / "config.yaml", dump_yaml(cfg))
         write_json(run_dir / "split.json", bundle.split)
+        write_json(run_dir / SKIPPED_CASES_NAME, {"data_dir": str(data_dir), "skipped": bundle.skipped})
+    if bundle.skipped and info.is_main:
+        log_module.warning("skipped %d unusable case(s): %s (problems listed in %s)", len(bundle.skipped),
+                           ", ".join(c or "(folder)" for c in bundle.skipped), run_dir / SKIPPED_CASES_NAME)
     restart_stage = (cfg.stages[position.stage].name
                      if resume and position.step_in_stage == 0 and position.stage < len(cfg.stages) else None)
     log = MetricsLog(run_dir / "metrics.jsonl", info.is_main, keep_until_step=position.global_step if resume else None,
@@ -519,7 +555,8 @@ def train(cfg: ExperimentConfig, data_dir: str | Path, run_dir: str | Path, resu
                 bar.close()
                 dist_utils.barrier(info)
                 dist_utils.cleanup(info)
-                return TrainResult(run_dir, False, position, last_val, time.perf_counter() - started)
+                return TrainResult(run_dir, False, position, last_val, time.perf_counter() - started,
+                                  log.skipped_batches, bundle.skipped)
         bar.close()
         dist_utils.broadcast_buffers(model, info)
         if info.is_main:
@@ -532,7 +569,8 @@ def train(cfg: ExperimentConfig, data_dir: str | Path, run_dir: str | Path, resu
         position = Position(stage_index + 1, 0, position.global_step)
         if cfg.train.stop_after and position.global_step >= cfg.train.stop_after and stage_index + 1 < len(cfg.stages):
             dist_utils.cleanup(info)
-            return TrainResult(run_dir, False, position, last_val, time.perf_counter() - started)
+            return TrainResult(run_dir, False, position, last_val, time.perf_counter() - started,
+                                  log.skipped_batches, bundle.skipped)
 
     wall = time.perf_counter() - started
     digests = dist_utils.all_gather_rows(
@@ -545,4 +583,4 @@ def train(cfg: ExperimentConfig, data_dir: str | Path, run_dir: str | Path, resu
             "world_size": info.world_size, "rank_weight_sha256": [bytes(d.tolist()).hex() for d in digests.cpu()],
             "skipped_batches": log.skipped_batches, "validation": last_val})
     dist_utils.cleanup(info)
-    return TrainResult(run_dir, True, position, last_val, wall, log.skipped_batches)
+    return TrainResult(run_dir, True, position, last_val, wall, log.skipped_batches, bundle.skipped)
