@@ -255,7 +255,19 @@ def prepare_case(case: EmidecCase, params: PreprocessParams, cache_dir: str | Pa
         [case.image_path, case.mask_path, case.clean_path],
         {"params": params.to_dict(), "image_attributes": list(IMAGE_ATTRIBUTES)},
     )
-    arrays = cached(cache_dir, case.case_id, key, compute)
+    def validate(arrays: dict[str, np.ndarray]) -> None:
+        n_z, size = case.shape[2], params.size
+        expected = {"image": (n_z, size, size), "mask": (n_z, size, size), "centers_mm": (n_z, 2),
+                    "intensity_range": (2,), "case_attributes": (len(IMAGE_ATTRIBUTES),),
+                    "slice_attributes": (n_z, len(IMAGE_ATTRIBUTES))}
+        if case.clean_path is not None:
+            expected["clean"] = (n_z, size, size)
+        wrong = {k: (None if k not in arrays else arrays[k].shape) for k, v in expected.items()
+                 if k not in arrays or arrays[k].shape != v}
+        if wrong:
+            raise ValueError(f"unexpected arrays {wrong}, expected shapes {expected}")
+
+    arrays = cached(cache_dir, case.case_id, key, compute, validate)
     return PreparedCase(
         case=case,
         image=arrays["image"],

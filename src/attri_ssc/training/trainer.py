@@ -318,6 +318,9 @@ def save_training_state(run_dir: Path, model: nn.Module, optimizer: torch.optim.
         "family": cfg.train.family,
         "config": cfg.to_dict(),
         "position": position.__dict__,
+        # The stage the position points into (None past the last stage): checked on resume, so
+        # that a changed curriculum cannot silently continue a different stage.
+        "stage_name": cfg.stages[position.stage].name if position.stage < len(cfg.stages) else None,
         "optimizer": optim_meta,
         "rng": rng_meta,
         **extra,
@@ -352,6 +355,26 @@ def resolve_device(cfg: ExperimentConfig) -> torch.device:
             raise ConfigError("train.device=cuda but no CUDA device is available")
         return torch.device("cuda")
     return torch.device("cpu")
+
+
+def _check_stage_position(position: Position, meta: dict[str, Any], cfg: ExperimentConfig, source: Path) -> None:
+    """The checkpoint's stage index must name the same stage in ``cfg`` (CheckpointError)."""
+    n = len(cfg.stages)
+    if position.stage > n or (position.stage == n and position.step_in_stage):
+        raise CheckpointError(f"{source}.json is at stage index {position.stage} (step {position.step_in_stage}), "
+                              f"but the config has {n} stage(s)")
+    if position.stage < n and position.step_in_stage > cfg.stages[position.stage].steps:
+        raise CheckpointError(f"{source}.json is at step {position.step_in_stage} of stage "
+                              f"{cfg.stages[position.stage].name!r}, which has {cfg.stages[position.stage].steps} "
+                              "steps in the config")
+    saved = meta.get("stage_name", "-")
+    if saved == "-":  # checkpoints written before the stage name was recorded
+        return
+    now = cfg.stages[position.stage].name if position.stage < n else None
+    if saved != now:
+        raise CheckpointError(f"{source}.json is at {'the start' if position.step_in_stage == 0 else 'step ' + str(position.step_in_stage)} "
+                              f"of stage {saved!r} (index {position.stage}), but the config's stage "
+                              f"{position.stage} is {now!r}; resume with the checkpoint's stages")
 
 
 def _build_bundle(data_dir: str | Path, cfg: ExperimentConfig, saved_split: dict | None):
@@ -416,6 +439,7 @@ def _train(cfg: ExperimentConfig, data_dir: str | Path, run_dir: str | Path, res
                 raise CheckpointError(f"cannot continue from the checkpoint: {section} settings differ from "
                                       f"the checkpoint's: {diff}")
         position = Position(**ckpt_meta["position"])
+        _check_stage_position(position, ckpt_meta, cfg, run_dir / CHECKPOINT_NAME if resume else Path(init_from))
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
 
@@ -442,6 +466,13 @@ def _train(cfg: ExperimentConfig, data_dir: str | Path, run_dir: str | Path, res
         except RuntimeError as exc:
             raise CheckpointError(f"checkpoint does not match the model: {exc}") from exc
         restore_rng(ckpt_tensors, ckpt_meta["rng"])
+        if resume and info.is_main and position.step_in_stage == 0 and 0 < position.stage:
+            # Killed between the two boundary saves: the stage's own boundary checkpoint is missing.
+            previous = f"checkpoints/after_{cfg.stages[position.stage - 1].name}"
+            if not (run_dir / f"{previous}.json").exists():
+                from attri_ssc.checkpoint import save_checkpoint
+
+                save_checkpoint(run_dir / previous, ckpt_tensors, ckpt_meta)
 
     # Checked before the run folder gets its first file (a too-small split is a ConfigError).
     if len(bundle.train):
