@@ -474,7 +474,9 @@ def test_exit_code_3_data(phantoms, tmp_path):
     data = tmp_path / "data"
     shutil.copytree(phantoms, data)
     (data / "Case P002.txt").unlink()
-    proc = _cli("train", "--data", str(data), "--config", "smoke", "--out", str(tmp_path / "r"), "--no-progress")
+    # --strict: by default train skips the unusable case with a warning (tests/test_faults.py).
+    proc = _cli("train", "--data", str(data), "--config", "smoke", "--out", str(tmp_path / "r"), "--no-progress",
+                "--strict")
     line = _one_line_error(proc, 3)
     assert "1 problem(s) in the data" in line and f"{data / 'Case P002.txt'}: missing clinical file" in proc.stderr
     assert not (tmp_path / "r" / "checkpoints").exists()

@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def writer_lock(args: argparse.Namespace):
     """The run-folder lock a command needs (:mod:`attri_ssc.run_lock`): ``train`` locks
-    ``--out``; a command with a ``run`` folder argument locks it when its output (``--out``,
+    ``--out`` (the trainer holds it too); a command with a ``run`` folder argument locks it when its output (``--out``,
     or the run itself when there is none, as for ``evaluate``) lies inside the run. Commands
     that only read a run, or write elsewhere, take no lock and are never blocked."""
     from contextlib import nullcontext
@@ -62,7 +62,9 @@ def writer_lock(args: argparse.Namespace):
     from attri_ssc.run_lock import lock_if_inside, run_lock
 
     if args.command == "train" and getattr(args, "out", None) is not None:
-        return run_lock(args.out, create=not getattr(args, "resume", False))
+        # An existing folder is locked before anything reads it (a resume's checkpoint); a new
+        # one is created and locked by the trainer once the config is known to be valid.
+        return run_lock(args.out, create=False)
     run = getattr(args, "run", None)
     if isinstance(run, (str, Path)):
         out = getattr(args, "out", None)

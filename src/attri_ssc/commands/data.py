@@ -135,7 +135,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "check-data",
         help="report every problem in a folder in EMIDEC layout",
         description="Read every case (headers, voxels, labels, clinical files) and list every problem, "
-        "each naming the case and file. Exit 3 when any case is unusable.",
+        "each naming the case and file: files that do not parse, and content that makes no sense (blank "
+        "images, masks without a needed structure or on another grid, implausible spacing, files named for "
+        "another case, contradictory clinical fields; docs/data-format.md). Exit 3 when any case is unusable.",
     )
     chk.add_argument("dir", help="data folder")
     chk.set_defaults(func=_check)
