@@ -38,7 +38,7 @@ from torch.utils.data import Dataset
 from attri_ssc.data.attributes import ATTRIBUTES, IMAGE_ATTRIBUTES, check_supervised, measure_mask
 from attri_ssc.data.cache import cached, content_key
 from attri_ssc.data.config import DataConfig
-from attri_ssc.data.emidec import EmidecCase, read_usable_cases
+from attri_ssc.data.emidec import EmidecCase, check_case_voxels, load_nifti, read_usable_cases
 from attri_ssc.data.preprocess import PreprocessParams, pad_slices, preprocess_stack
 from attri_ssc.data.splits import stratified_split
 from attri_ssc.errors import ConfigError, DataError
@@ -232,23 +232,41 @@ def preprocess_params(cfg: DataConfig) -> PreprocessParams:
     )
 
 
+class UnusableCase(DataError):
+    """A case that failed its voxel checks; ``problems`` lists every error (``str(Problem)``)."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("\n  ".join(problems))
+        self.problems = problems
+
+
 def prepare_case(case: EmidecCase, params: PreprocessParams, cache_dir: str | Path | None = None) -> PreparedCase:
-    """Load, measure and preprocess one case (through the cache when given).
+    """Check, load, measure and preprocess one case (through the cache when given).
+
+    The voxel checks (:func:`attri_ssc.data.emidec.check_case_voxels`: blank image, labels,
+    missing structures, ...) run when the entry is computed; their warnings are kept in the
+    cache entry and logged on every read, so a cached case costs no second read of its files.
 
     Raises:
-        DataError: unreadable/truncated files, bad labels, shape mismatches.
+        UnusableCase: the voxel checks found errors (every one listed).
+        DataError: unreadable/truncated files.
     """
 
     def compute() -> dict[str, np.ndarray]:
-        image = case.load_image()
-        mask = case.load_mask()
-        clean = case.load_clean()
-        if not np.all(np.isfinite(image)):
-            raise DataError(f"case {case.case_id}: {case.image_path}: image has non-finite values")
+        paths = {"image": case.image_path, "mask": case.mask_path, "clean": case.clean_path}
+        arrays = {role: load_nifti(path, case.case_id)[0] for role, path in paths.items() if path is not None}
+        problems = check_case_voxels(case.case_id, paths, case.shape, arrays)
+        errors = [str(p) for p in problems if p.severity == "error"]
+        if errors:
+            raise UnusableCase(errors)
+        image = arrays["image"].astype(np.float32, copy=False)
+        mask = np.rint(arrays["mask"]).astype(np.uint8)
+        clean = arrays["clean"].astype(np.float32, copy=False) if "clean" in arrays else None
         case_attrs, slice_attrs = measure_mask(mask, case.spacing)
         out = preprocess_stack(image, mask, case.spacing, params, clean)
         out["case_attributes"] = case_attrs
         out["slice_attributes"] = slice_attrs
+        out["warnings"] = np.array([str(p) for p in problems], dtype=str)
         return out
 
     key = content_key(
@@ -268,6 +286,8 @@ def prepare_case(case: EmidecCase, params: PreprocessParams, cache_dir: str | Pa
             raise ValueError(f"unexpected arrays {wrong}, expected shapes {expected}")
 
     arrays = cached(cache_dir, case.case_id, key, compute, validate)
+    for warning in arrays.get("warnings", ()):
+        log.warning("%s", warning)
     return PreparedCase(
         case=case,
         image=arrays["image"],
@@ -363,32 +383,41 @@ def build_datasets(data_dir: str | Path, cfg: DataConfig, seed: int | None = Non
     names = tuple(cfg.attributes)
     check_supervised(names)
     params = preprocess_params(cfg)
-    # The content checks read every voxel (check_arrays): a blank image or a mask without a
-    # structure the attributes need is found here, not after training on it.
-    cases, skipped = read_usable_cases(data_dir, skip_bad_cases=cfg.skip_bad_cases, check_arrays=True)
+    # Headers, names and clinical files here; the voxel checks when a case is prepared (and
+    # cached with it). With skip_bad_cases every unusable case is skipped and recorded;
+    # otherwise one DataError lists the problems of every case.
+    cases, skipped = read_usable_cases(data_dir, skip_bad_cases=cfg.skip_bad_cases)
     preps: list[PreparedCase] = []
+    unusable: list[str] = []
 
-    def skip(case: EmidecCase, message: str) -> None:
-        if not cfg.skip_bad_cases:
-            raise DataError(message)
-        log.warning("skipping case %s: %s", case.case_id, message)
-        skipped.setdefault(case.case_id, []).append(message)
+    def skip(case: EmidecCase, problems: list[str]) -> None:
+        problems = [m if m.startswith("error: ") else f"error: {m}" for m in problems]
+        unusable.extend(problems)
+        if cfg.skip_bad_cases:
+            log.warning("skipping case %s: %s", case.case_id, "; ".join(problems))
+            skipped.setdefault(case.case_id, []).extend(problems)
 
     for case in cases:
         try:
             prep = prepare_case(case, params, cfg.cache_dir)
+        except UnusableCase as exc:
+            skip(case, exc.problems)
+            continue
         except DataError as exc:
-            skip(case, str(exc))
+            skip(case, [str(exc)])
             continue
         bad = _non_finite_attributes(prep, names)
         if bad:
-            skip(case, f"case {case.case_id}: {case.mask_path}: {bad}")
+            skip(case, [f"case {case.case_id}: {case.mask_path}: {bad}"])
             continue
         if cfg.spatial_dims == 3 and prep.image.shape[0] > cfg.n_slices:
-            skip(case, f"case {case.case_id}: {case.image_path}: {prep.image.shape[0]} slices, more than "
-                       f"data.n_slices={cfg.n_slices}")
+            skip(case, [f"case {case.case_id}: {case.image_path}: {prep.image.shape[0]} slices, more than "
+                        f"data.n_slices={cfg.n_slices}"])
             continue
         preps.append(prep)
+    if unusable and not cfg.skip_bad_cases:
+        listing = "\n  ".join(unusable)
+        raise DataError(f"{data_dir}: {len(unusable)} problem(s) in the data:\n  {listing}")
     if not preps:
         raise DataError(f"{data_dir}: no usable cases")
     if split is None:
@@ -444,4 +473,5 @@ def _non_finite_attributes(prep: PreparedCase, supervised: Sequence[str]) -> str
             "background around it on every slice)")
 
 
-__all__ = ["AttributeScaler", "CardiacDataset", "DataBundle", "PreparedCase", "build_datasets", "prepare_case", "preprocess_params"]
+__all__ = ["AttributeScaler", "CardiacDataset", "DataBundle", "PreparedCase", "UnusableCase", "build_datasets",
+           "prepare_case", "preprocess_params"]

@@ -318,30 +318,10 @@ def inspect_case(files: CaseFiles, check_arrays: bool = False,
         problems += check_geometry(headers["image"], headers["mask"], cid, files.image_path, files.mask_path,
                                    zooms["image"], zooms["mask"], compare_spacing=spacing is not None)
     if check_arrays:
-        image = None
-        arrays: dict[str, np.ndarray] = {}
-        for role, path in (("image", files.image_path), ("mask", files.mask_path), ("clean", files.clean_path)):
-            if path is None or (role != "clean" and role not in headers):
-                continue
-            try:
-                arrays[role] = load_nifti(path, cid)[0]
-            except DataError as exc:
-                problems.append(Problem(cid, str(path), str(exc).split(f"{path}: ", 1)[-1]))
-        geometry_ok = not any(p.severity == "error" and p.path == str(files.mask_path) for p in problems)
-        if "mask" in arrays and shape is not None and geometry_ok:
-            problems += check_mask_voxels(arrays["mask"], cid, files.mask_path, shape)
-        if "image" in arrays:
-            image = arrays["image"]
-            mask = arrays.get("mask")
-            problems += check_image_voxels(image, cid, files.image_path, "image",
-                                           mask if mask is not None and mask.shape == image.shape else None)
-        if "clean" in arrays:
-            clean = arrays["clean"]
-            clean_problems = [p for p in check_image_voxels(clean, cid, files.clean_path, "clean")
-                              if "non-finite" in p.message]
-            problems += clean_problems
-            if not clean_problems and shape is not None and clean.shape != shape:
-                problems.append(Problem(cid, str(files.clean_path), f"clean image shape {clean.shape} differs from {shape}"))
+        roles = {"image": files.image_path if "image" in headers else None,
+                 "mask": files.mask_path if "mask" in headers else None, "clean": files.clean_path}
+        mask_ok = not any(p.severity == "error" and p.path == str(files.mask_path) for p in problems)
+        problems += check_case_voxels(cid, roles, shape if mask_ok else None)
     if clinical is not None and spacing is not None and abs(clinical.gap_between_slices - spacing[2]) > 0.51:
         problems.append(
             Problem(
@@ -367,6 +347,43 @@ def inspect_case(files: CaseFiles, check_arrays: bool = False,
         clinical=clinical,
     )
     return case, problems
+
+
+def check_case_voxels(case_id: str, paths: dict[str, Path | None], shape: tuple[int, ...] | None,
+                      arrays: dict[str, np.ndarray] | None = None) -> list[Problem]:
+    """The voxel-level checks of one case (:mod:`attri_ssc.data.checks`): unreadable or
+    truncated data, non-finite or constant images, blank slices, mask labels and structures.
+
+    Args:
+        case_id: the case.
+        paths: role ('image', 'mask', 'clean') -> file, None when absent or already unusable.
+        shape: the image's (X, Y, Z); None skips the mask checks (its geometry is wrong).
+        arrays: role -> voxels already loaded (others are read from ``paths``).
+    """
+    problems: list[Problem] = []
+    arrays = dict(arrays or {})
+    for role, path in paths.items():
+        if path is None or role in arrays:
+            continue
+        try:
+            arrays[role] = load_nifti(path, case_id)[0]
+        except DataError as exc:
+            problems.append(Problem(case_id, str(path), str(exc).split(f"{path}: ", 1)[-1]))
+    if "mask" in arrays and shape is not None:
+        problems += check_mask_voxels(arrays["mask"], case_id, paths["mask"], shape)
+    if "image" in arrays:
+        image, mask = arrays["image"], arrays.get("mask")
+        problems += check_image_voxels(image, case_id, paths["image"], "image",
+                                       mask if mask is not None and mask.shape == image.shape else None)
+    if "clean" in arrays:
+        clean = arrays["clean"]
+        clean_problems = [p for p in check_image_voxels(clean, case_id, paths["clean"], "clean")
+                          if "non-finite" in p.message]
+        problems += clean_problems
+        if not clean_problems and shape is not None and clean.shape != shape:
+            problems.append(Problem(case_id, str(paths["clean"]), f"clean image shape {clean.shape} differs from "
+                                    f"{shape}"))
+    return problems
 
 
 def scan_dataset(root: str | Path, check_arrays: bool = False) -> tuple[list[EmidecCase], list[Problem]]:
@@ -427,6 +444,7 @@ __all__ = [
     "GROUND_TRUTH_CSV",
     "GROUND_TRUTH_JSON",
     "Problem",
+    "check_case_voxels",
     "check_mask",
     "discover",
     "inspect_case",
