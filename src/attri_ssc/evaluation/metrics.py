@@ -353,24 +353,29 @@ class ReconstructionMetrics:
         """Number of samples seen since the last reset."""
         return sum(t.shape[0] for t in self._psnr)
 
-    def compute(self) -> dict[str, float | int]:
+    def compute(self, mmd: bool = True) -> dict[str, float | int]:
         """Summary over all samples seen.
+
+        Args:
+            mmd: compute the MMD, which needs at least 2 samples (``False``: ``mmd_x100`` is
+                ``None`` and 1 sample is enough).
 
         Returns:
             ``{"psnr_mean", "psnr_std", "ssim_mean", "ssim_std", "mi_mean", "mi_std",
             "mmd_x100", "n_samples"}``: means and population standard deviations (ddof 0)
             over samples; PSNR in dB, MI in nats, ``mmd_x100`` = 100 · MMD² between the set
-            of predictions and the set of targets. Needs at least 2 samples.
+            of predictions and the set of targets.
         """
         n = self.n_samples
-        if n < 2:
-            raise ValueError(f"ReconstructionMetrics.compute needs at least 2 samples, got {n}")
+        if n < (2 if mmd else 1):
+            raise ValueError(f"ReconstructionMetrics.compute needs at least {2 if mmd else 1} samples"
+                             f"{' for the MMD' if mmd else ''}, got {n}")
         out: dict[str, float | int] = {}
         for name, chunks in (("psnr", self._psnr), ("ssim", self._ssim), ("mi", self._mi)):
             values = torch.cat(chunks).double()
             out[f"{name}_mean"] = float(values.mean())
             out[f"{name}_std"] = float(values.std(correction=0))
-        mmd = compute_mmd(torch.cat(self._pred_rows), torch.cat(self._target_rows), unbiased=self.mmd_unbiased)
-        out["mmd_x100"] = 100.0 * mmd
+        out["mmd_x100"] = (100.0 * compute_mmd(torch.cat(self._pred_rows), torch.cat(self._target_rows),
+                                                unbiased=self.mmd_unbiased) if mmd else None)
         out["n_samples"] = n
         return out
