@@ -80,12 +80,12 @@ def test_code_statistics_tell_a_few_always_on_atoms_from_sparse_codes():
     assert got["active_per_location"]["p90"] == pytest.approx(np.percentile(per_location, 90))
 
 
-def _predictions(n: int, seed: int = 0):
+def _predictions(n: int, seed: int = 0, spatial: tuple[int, ...] = (16, 16)):
     from attri_ssc.evaluation.predict import Predictions
 
     gen = torch.Generator().manual_seed(seed)
-    images = torch.rand(n, 1, 16, 16, generator=gen)
-    recon = (images + 0.05 * torch.randn(n, 1, 16, 16, generator=gen)).clamp(0, 1)
+    images = torch.rand(n, 1, *spatial, generator=gen)
+    recon = (images + 0.05 * torch.randn(n, 1, *spatial, generator=gen)).clamp(0, 1)
     raw = torch.rand(n, 2, generator=gen, dtype=torch.float64) * 10 + 1
     return Predictions(images=images, clean=None, recon=recon, attributes=raw.float() + 0.1,
                        latents=torch.randn(n, 4, generator=gen), raw_attributes=raw,
@@ -128,3 +128,24 @@ def test_small_splits_skip_the_metrics_they_cannot_support(n, tmp_path, monkeypa
     else:
         assert results["disentanglement"]["mig"] is None
         assert results["attributes"]["lv_volume"]["spearman"] is None
+
+
+def test_volumes_thinner_than_the_ssim_window_skip_ssim(tmp_path, monkeypatch):
+    """8-slice volumes: SSIM's 11-voxel window does not fit, so SSIM is skipped with a line;
+    PSNR still matches scikit-image."""
+    from types import SimpleNamespace
+
+    from skimage.metrics import peak_signal_noise_ratio
+
+    from attri_ssc.evaluation.evaluate import evaluate_predictions
+
+    monkeypatch.setenv("ATTRI_SSC_WEIGHTS", str(tmp_path / "no-weights"))
+    run = SimpleNamespace(attribute_names=("lv_volume", "myo_volume"), family="vae",
+                          config=SimpleNamespace(train=SimpleNamespace(delta=10.0)))
+    preds = _predictions(3, spatial=(8, 16, 16))
+    results = evaluate_predictions(run, preds, split="test")
+    assert results["skipped"] == {"ssim": "needs every spatial extent >= 11 voxels (its window), got (8, 16, 16)"}
+    rec = results["reconstruction"]
+    assert rec["ssim_mean"] is None and rec["ssim_std"] is None
+    psnr = [peak_signal_noise_ratio(preds.images[i].numpy(), preds.recon[i].numpy(), data_range=1.0) for i in range(3)]
+    assert rec["psnr_mean"] == pytest.approx(np.mean(psnr), rel=1e-6)

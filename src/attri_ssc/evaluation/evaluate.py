@@ -5,9 +5,9 @@ fetched) against the input and, on phantoms, against the noise-free image; corre
 each attribute prediction with its ground truth; AR-VAE's disentanglement metrics; code
 density. Reports render this JSON; they never touch models.
 
-A metric that needs more samples than the split has (:data:`MIN_SAMPLES`) is skipped: its
-value is ``None`` and ``results["skipped"]`` says why, e.g.
-``{"mig": "needs >= 3 test samples, got 2"}``.
+A metric that needs more samples than the split has (:data:`MIN_SAMPLES`), or larger images
+(SSIM's 11-voxel window), is skipped: its value is ``None`` and ``results["skipped"]`` says
+why, e.g. ``{"mig": "needs >= 3 test samples, got 2"}``.
 """
 
 from __future__ import annotations
@@ -80,17 +80,21 @@ def reconstruction_block(pred: Any, target: Any, weights_dir: str | None, with_f
                          skipped: dict[str, str] | None = None, split: str = "test") -> dict[str, Any]:
     """PSNR/SSIM/MI/MMD (×10²) and FID/LPIPS between reconstructions and references.
 
-    MMD and FID need :data:`MIN_SAMPLES` samples; with fewer they are ``None`` and
-    ``skipped`` (if given) says why.
+    MMD and FID need :data:`MIN_SAMPLES` samples, SSIM images of at least its window
+    along every axis; without that they are ``None`` and ``skipped`` (if given) says why.
     """
     from attri_ssc.evaluation.fid import fid_from_features
     from attri_ssc.evaluation.lpips import compute_lpips
-    from attri_ssc.evaluation.metrics import ReconstructionMetrics
+    from attri_ssc.evaluation.metrics import ReconstructionMetrics, ssim_window
     from attri_ssc.evaluation.weights import NOT_COMPUTED
 
     skipped = {} if skipped is None else skipped
     n = int(pred.shape[0])
-    metrics = ReconstructionMetrics()
+    spatial, window = tuple(pred.shape[2:]), ssim_window()
+    with_ssim = min(spatial) >= window
+    if not with_ssim:
+        skipped["ssim"] = f"needs every spatial extent >= {window} voxels (its window), got {spatial}"
+    metrics = ReconstructionMetrics(ssim=with_ssim)
     for start in range(0, n, 64):
         metrics.update(pred[start:start + 64], target[start:start + 64])
     block: dict[str, Any] = dict(metrics.compute(mmd=enough_samples("mmd", n, split, skipped)))
