@@ -56,10 +56,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Commands without ``--out`` that write into their run folder (``evaluate``: RUN/results.json).
+WRITES_INTO_RUN = frozenset({"evaluate"})
+
+
 def writer_lock(args: argparse.Namespace):
     """The run-folder lock a command needs (:mod:`attri_ssc.run_lock`): ``train`` locks
-    ``--out`` (the trainer holds it too); a command with a ``run`` folder argument locks it when its output (``--out``,
-    or the run itself when there is none, as for ``evaluate``) lies inside the run. Commands
+    ``--out`` (the trainer holds it too); a command with a ``run`` folder argument locks it
+    when its ``--out`` lies inside the run, or when it writes into the run itself
+    (:data:`WRITES_INTO_RUN`). Commands
     that only read a run, or write elsewhere, take no lock and are never blocked."""
     from contextlib import nullcontext
     from pathlib import Path
@@ -73,7 +78,10 @@ def writer_lock(args: argparse.Namespace):
     run = getattr(args, "run", None)
     if isinstance(run, (str, Path)):
         out = getattr(args, "out", None)
-        return lock_if_inside(run, out if out is not None else run)
+        if out is not None:
+            return lock_if_inside(run, out)
+        if args.command in WRITES_INTO_RUN:
+            return lock_if_inside(run, run)
     return nullcontext()
 
 
