@@ -111,10 +111,11 @@ def test_cache_avoids_reading_nifti(phantom_dir, tmp_path, monkeypatch):
     first = build_datasets(phantom_dir, cfg)
     assert len(list((tmp_path / "cache").glob("*.npz"))) == 6
 
-    def boom(self):
+    def boom(*_args, **_kwargs):
         raise AssertionError("NIfTI voxels read despite the cache")
 
-    monkeypatch.setattr(EmidecCase, "load_image", boom)
+    # The voxel reader of a cache miss (prepare_case checks and preprocesses what it reads).
+    monkeypatch.setattr("attri_ssc.data.datasets.load_nifti", boom)
     second = build_datasets(phantom_dir, cfg)
     assert torch.equal(first.train.images, second.train.images)
     assert torch.equal(first.train.raw_attributes, second.train.raw_attributes)
