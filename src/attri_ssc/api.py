@@ -42,6 +42,17 @@ DEFAULT_RULE = "feedback"
 
 
 # ---------------------------------------------------------------------------- array plumbing
+def save_npy(path: str | Path, array: np.ndarray) -> Path:
+    """Write ``array`` to ``path`` (.npy, no pickle) atomically."""
+    from attri_ssc.io_utils import atomic_write
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            np.save(fh, np.asarray(array), allow_pickle=False)
+
+    return atomic_write(path, write)
+
+
 def _as_tensor(x: Any, what: str) -> tuple[Tensor, bool]:
     """(float32 tensor, given as numpy?) of ``x``."""
     if isinstance(x, Tensor):
@@ -70,7 +81,8 @@ class EditSettings:
         alphas: the α values, each in [−1, 1].
         rule: one of :data:`EDIT_RULES`.
         hold: names of the attributes the edit holds (feedback: held at their re-read values;
-            shift/prototype: regressed out of the prototypes; empty: none).
+            shift/prototype: regressed out of the prototypes; empty: none; None: the rule's
+            default; :meth:`Run.edit` records the resolved list).
         atoms: the edited atoms (indices into the dictionary).
         run: the run folder (or id) the edit was made with.
         case_id, slice: the edited item (a case of the run's data folder; ``slice`` is the
@@ -84,7 +96,7 @@ class EditSettings:
     attribute: str
     alphas: list[float]
     rule: str = DEFAULT_RULE
-    hold: list[str] = field(default_factory=list)
+    hold: list[str] | None = None
     atoms: list[int] = field(default_factory=list)
     run: str = ""
     case_id: str | None = None
@@ -118,7 +130,7 @@ class EditSettings:
         except (TypeError, ValueError):
             raise ConfigError(f"{source}: field 'alphas' must be a list of numbers in [-1, 1], "
                               f"got {data['alphas']!r}") from None
-        out = cls(**{**data, "alphas": alphas, "hold": list(data.get("hold") or []),
+        out = cls(**{**data, "alphas": alphas, "hold": None if data.get("hold") is None else list(data["hold"]),
                      "atoms": [int(j) for j in data.get("atoms") or []]})
         if out.rule not in EDIT_RULES:
             raise ConfigError(f"{source}: field 'rule' must be one of {EDIT_RULES}, got {out.rule!r}")
@@ -135,14 +147,13 @@ class EditSettings:
     def save(self, path: str | Path, image: Any = None) -> Path:
         """Write the settings as JSON (atomically). With ``image`` (1, *S) (an uploaded case, not in
         the run's data), also write it to ``PATH.image.npy`` and record that path."""
-        from attri_ssc.io_utils import atomic_write, write_text
+        from attri_ssc.io_utils import write_text
 
         path = Path(path)
         if image is not None:
             x, _ = _as_tensor(image, "image")
             img_path = path.with_suffix(".image.npy")
-            atomic_write(img_path, lambda tmp: np.save(open(tmp, "wb"), x.detach().cpu().numpy(),
-                                                       allow_pickle=False))
+            save_npy(img_path, x.detach().cpu().numpy())
             self.image_path = str(img_path.resolve())
         write_text(path, self.to_json() + "\n")
         return path

@@ -43,8 +43,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("edit", help="edit one attribute of one image (A.5) → PNG strip with saliency")
     common(p)
-    p.add_argument("case", metavar="CASE", help="case id, optionally CASE:SLICE")
-    p.add_argument("--attribute", required=True, help="attribute to edit (one the run supervises)")
+    p.add_argument("case", metavar="CASE", nargs="?", default=None,
+                   help="case id, optionally CASE:SLICE (not with --settings)")
+    p.add_argument("--attribute", default=None, help="attribute to edit (one the run supervises); required "
+                   "unless --settings")
+    p.add_argument("--settings", type=Path, default=None, metavar="FILE",
+                   help="replay an exported edit (EditSettings JSON from the explorer or Run.edit(...).settings): "
+                        "case, slice (or the exported image), attribute, rule, α values, holds and atoms come "
+                        "from FILE; also writes the edited images (len(α), 1, *S) as OUT with suffix .npy")
     p.add_argument("--rule", choices=("feedback", "prototype", "shift", "magnitude", "literal"), default=DEFAULT_RULE,
                    help=f"feedback (per-image steps that the model, re-encoding the edit, reads as the attribute "
                         f"changing with the others held), prototype (toward training code maps at the attribute's "
@@ -184,43 +190,32 @@ def _bounds_and_prototypes(run, bundle, percentile: float, quantile: float | Non
 
 
 def attribute_units(run, bundle, codes=None):
-    """The ``feedback`` rule's :class:`AttributeUnits`, from the model's reading of the training split.
-
-    The mapper's â is fitted to rank the attributes (L_AR), not to their scale, so each attribute's
-    â is calibrated against the training truth by least squares, raw ≈ c·â + d. One training standard
-    deviation of the attribute is then sd(raw)/c in â's units, and a physical 0 sits at â = −d/c.
-    An attribute whose calibration slope is not positive (the model does not read it) falls back
-    to the spread of its â and no physical zero (mapper value ``NaN``: no cap).
+    """The ``feedback`` rule's :class:`AttributeUnits` of a run (the mapper's â calibrated against the
+    training truth; :func:`attri_ssc.interpret.statistics.calibrate_units`).
 
     Args:
         codes: the training images' codes (N, K, *s) if already computed.
     """
-    import numpy as np
-    import torch
-
-    from attri_ssc.interpret.editing import AttributeUnits, collect_codes
+    from attri_ssc.interpret.editing import collect_codes
+    from attri_ssc.interpret.statistics import calibrate_units
 
     train = bundle.train
     z = collect_codes(run.model.backbone, train.images) if codes is None else codes
-    with torch.no_grad():
-        device = next(run.model.parameters()).device
-        pred = run.model.mapper(z.to(device)).double().cpu().numpy()
-    raw = train.raw_attributes.double().numpy()
-    sd, zero, slopes = [], [], []
-    for m in range(raw.shape[1]):
-        spread_hat, spread_raw = float(pred[:, m].std()), float(raw[:, m].std())
-        slope, intercept = (np.polyfit(pred[:, m], raw[:, m], 1) if spread_hat > 0 and spread_raw > 0
-                            else (0.0, 0.0))
-        if slope > 0:
-            sd.append(spread_raw / slope)
-            zero.append(-intercept / slope)
-            slopes.append(float(slope))
-        else:
-            sd.append(spread_hat if spread_hat > 0 else 1.0)
-            zero.append(float("nan"))
-            slopes.append(float("nan"))
-    return AttributeUnits(sd=torch.tensor(sd, dtype=torch.float32), zero=torch.tensor(zero, dtype=torch.float32),
-                          slope=torch.tensor(slopes, dtype=torch.float32))
+    return calibrate_units(run.model.mapper, z, train.raw_attributes)
+
+
+def api_run(args: argparse.Namespace):
+    """The :class:`attri_ssc.Run` of ``args.run`` (the CLI's face on the Python API); the data folder is
+    ``--data`` or the one the run recorded (for runs saved without their interpretation statistics)."""
+    from attri_ssc.api import load_run
+
+    data = args.data
+    if data is None:
+        from attri_ssc.runs import load_run as load_loaded
+
+        recorded = load_loaded(args.run).data_dir
+        data = Path(recorded) if recorded and Path(recorded).is_dir() else None
+    return load_run(args.run, data=data, device=args.device)
 
 
 def _check_quantile(quantile: float) -> None:
@@ -253,45 +248,62 @@ def _interpolate(args: argparse.Namespace) -> int:
 
 
 def _edit(args: argparse.Namespace) -> int:
-    from attri_ssc.interpret.editing import (PROTOTYPE_RULES, FeedbackSettings, alpha_grid, collect_codes,
-                                              edit_sweep, feedback_hold, select_atoms)
+    """Through the Python API (``Run.edit``), so the CLI, notebooks and the explorer edit alike."""
+    import numpy as np
+
+    from attri_ssc.api import save_npy
+    from attri_ssc.interpret.editing import alpha_grid
     from attri_ssc.reports.figures import edit_strip
 
     _check_png(args.out)
     _check_quantile(args.quantile)
-    try:
-        alphas = alpha_grid(args.steps)
-    except ValueError as exc:
-        raise ConfigError(f"--steps: {exc}") from None
-    run, bundle = load_run_and_data(args.run, args.data, args.device)
-    a = attribute_index(run, args.attribute)
-    ds, i = resolve_item(bundle, args.case)
-    train_codes = collect_codes(run.model.backbone, bundle.train.images)  # bounds, prototypes and units
-    bounds, plain, conditional = _bounds_and_prototypes(run, bundle, args.percentile,
-                                                        args.quantile if args.rule in PROTOTYPE_RULES else None,
-                                                        train_codes)
-    hold_fixed = args.hold_fixed if args.hold_fixed is not None else args.rule == "shift"
-    prototypes = conditional if hold_fixed else plain
-    selection = select_atoms(run.model.mapper.effective_weight(), a, _top_k(run, args.top_k), args.exclusive)
-    if not selection.atoms:
-        raise ConfigError(f"attribute {args.attribute!r} has no atom to edit (non-zero in W"
-                          f"{', used by no other attribute' if args.exclusive else ''})")
-    units = attribute_units(run, bundle, train_codes)
-    loop = (feedback_hold(run.attribute_names, a), units, FeedbackSettings()) if args.rule == "feedback" else None
-    sweep = edit_sweep(run.model, ds[i]["image"], selection, bounds, alphas, args.rule, args.active_only,
-                       prototypes=prototypes, feedback=loop)
-    # â ranks the attribute but is not on its scale: report it through the training calibration
-    pred = units.physical(sweep.predicted.double())[:, a]
-    held_names = ([run.attribute_names[o] for o in loop[0]] if loop is not None
-                  else [run.attribute_names[o] for o in prototypes.conditioned_on[a]]
-                  if prototypes is not None and hold_fixed and a in prototypes.conditioned_on else [])
-    rule = (args.rule + (", holding " + ", ".join(held_names) + " fixed" if held_names else "")
-            + (" (active only)" if args.active_only else "") + (" (exclusive atoms)" if args.exclusive else ""))
-    edit_strip(ds[i]["image"], sweep.images, alphas.tolist(), args.out, saliency=sweep.saliency,
-               title=f"{_label(ds, i)}: {args.attribute} edited via atoms {list(selection.atoms)} ({rule}); "
-                     f"model's reading (calibrated â) {float(pred[0]):.3g} → {float(pred[-1]):.3g}")
-    print(f"edited {args.attribute} of {_label(ds, i)} via atoms {list(selection.atoms)} "
-          f"(signs {[int(s) for s in selection.signs]}, rule {rule}) → {args.out}")
+    if args.settings is not None:
+        if args.case is not None or args.attribute is not None:
+            raise ConfigError("--settings replays a saved edit: give no CASE and no --attribute with it")
+        run = api_run(args)
+        result, image = run.replay(args.settings)
+        label = (result.settings.case_id or Path(result.settings.image_path or "image").name) + (
+            f":{result.settings.slice}" if result.settings.slice is not None else "")
+    else:
+        if args.case is None or args.attribute is None:
+            raise ConfigError("edit needs CASE and --attribute (or --settings FILE)")
+        try:
+            alphas = alpha_grid(args.steps)
+        except ValueError as exc:
+            raise ConfigError(f"--steps: {exc}") from None
+        run = api_run(args)
+        run.attribute_index(args.attribute)
+        case, _, slice_txt = args.case.partition(":")
+        try:
+            slice_index = int(slice_txt) if slice_txt else None
+        except ValueError:
+            raise ConfigError(f"bad slice {slice_txt!r} in {args.case!r}") from None
+        item = run.item(case, slice_index)
+        image = item["image"]
+        if args.hold_fixed is None or args.rule not in ("prototype", "shift"):
+            hold = None
+        else:
+            a = run.attribute_index(args.attribute)
+            hold = ([run.attribute_names[o] for o in run.statistics.conditional_prototypes.conditioned_on.get(a, ())]
+                    if args.hold_fixed else [])
+        result = run.edit(image, args.attribute, alphas.tolist(), args.rule, hold, top_k=args.top_k,
+                          active_only=args.active_only, exclusive=args.exclusive, saliency=True,
+                          percentile=args.percentile, quantile=args.quantile,
+                          case_id=item["case_id"], slice=item["slice"])
+        label = item["case_id"] + (f":{item['slice']}" if item["slice"] is not None else "")
+    s = result.settings
+    a = run.attribute_index(s.attribute)
+    rule = (s.rule + (", holding " + ", ".join(s.hold) + " fixed" if s.hold else "")
+            + (" (active only)" if s.active_only else "") + (" (exclusive atoms)" if s.exclusive else ""))
+    reading = result.readings[:, 0, a]
+    edit_strip(image, result.images[:, 0], s.alphas, args.out, saliency=result.saliency[:, 0],
+               title=f"{label}: {s.attribute} edited via atoms {s.atoms} ({rule}); "
+                     f"model's re-read (calibrated â) {float(reading[0]):.3g} → {float(reading[-1]):.3g}")
+    if args.settings is not None:
+        save_npy(args.out.with_suffix(".npy"), result.images[:, 0].numpy())
+    weight = run.model.mapper.effective_weight().detach()[a]
+    signs = [int(np.sign(float(weight[j]))) for j in s.atoms]
+    print(f"edited {s.attribute} of {label} via atoms {s.atoms} (signs {signs}, rule {rule}) → {args.out}")
     return 0
 
 
