@@ -30,6 +30,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "weights",
     "interpret",
     "report",
+    "serve",
 )
 
 
