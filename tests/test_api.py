@@ -123,6 +123,14 @@ def test_feedback_edit_moves_the_attribute_the_way_asked_on_average(run, batch):
     assert float((up - base).mean()) > 0 and float((base - down).mean()) > 0
 
 
+def test_feedback_search_is_reused_across_alphas(run, batch):
+    """A slider that moves α again reuses the image's feedback steps: the same frame either way."""
+    grid = run.edit(batch[:2], "myo_area", [-1.0, 0.5, 1.0])
+    alone = run.edit(batch[:2], "myo_area", [0.5])
+    assert torch.equal(alone.images[0], grid.images[1])
+    assert len(run._feedback_cache) >= 1
+
+
 def test_saliency_is_the_images_change_along_alpha(run, batch):
     """Oracle: |dx̂/dα| by a central finite difference of the decoded shift edit (linear in α)."""
     maps = run.saliency(batch[:2], "lv_area", 0.5, rule="shift")

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -39,6 +40,8 @@ from attri_ssc.errors import CheckpointError, ConfigError, DataError
 #: The edit rules :meth:`Run.edit` offers (``feedback`` is the default; see ``interpret/editing.py``).
 EDIT_RULES = ("feedback", "shift", "prototype", "magnitude", "literal")
 DEFAULT_RULE = "feedback"
+#: Feedback searches :class:`Run` keeps (per image, attribute, atoms and holds).
+FEEDBACK_CACHE_SIZE = 64
 
 
 # ---------------------------------------------------------------------------- array plumbing
@@ -253,6 +256,7 @@ class Run:
         self._bundle = None
         self._stats = None
         self._stats_cache: dict[tuple, Any] = {}
+        self._feedback_cache: OrderedDict[tuple, Any] = OrderedDict()
         self._lock = threading.RLock()  # model calls from several threads (the explorer) never interleave
 
     def __repr__(self) -> str:
@@ -526,8 +530,7 @@ class Run:
         Returns:
             :class:`EditResult` with images (n, B, 1, *S), codes (n, B, K, *s), readings (n, B, |A|).
         """
-        from attri_ssc.interpret.editing import (FeedbackSettings, alpha_grid, edit_codes, edit_direction,
-                                                  feedback_steps)
+        from attri_ssc.interpret.editing import alpha_grid, edit_codes, edit_direction
         from attri_ssc.interpret.saliency import edited_atom_saliency
 
         if rule not in EDIT_RULES:
@@ -553,8 +556,7 @@ class Run:
             model = self.model.eval()
             with torch.no_grad():
                 z = model.backbone(x).codes  # (B, K, *s)
-            steps = (feedback_steps(model, z, selection, held, stats.units, FeedbackSettings())
-                     if rule == "feedback" else None)
+            steps = self._feedback_steps(x, z, selection, held, stats) if rule == "feedback" else None
             edited, images_out, readings, maps = [], [], [], []
             for alpha in alpha_t.tolist():
                 with torch.no_grad():
@@ -576,6 +578,26 @@ class Run:
                           readings=_back(torch.stack(readings), as_numpy, given),
                           alphas=settings.alphas, atoms=list(selection.atoms), settings=settings,
                           saliency=_back(torch.stack(maps), as_numpy, given) if saliency else None)
+
+    def _feedback_steps(self, x: Tensor, z: Tensor, selection, held: tuple[int, ...], stats):
+        """The ``feedback`` rule's per-image steps (``interpret/editing.py``), searched once per image,
+        atoms, holds and statistics: a slider that moves α again reuses them (LRU of
+        :data:`FEEDBACK_CACHE_SIZE`)."""
+        import hashlib
+
+        from attri_ssc.interpret.editing import FeedbackSettings, feedback_steps
+
+        digest = hashlib.sha256(x.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
+        key = (digest, tuple(x.shape), selection.attribute, selection.atoms, selection.signs, tuple(held), id(stats))
+        steps = self._feedback_cache.get(key)
+        if steps is None:
+            steps = feedback_steps(self.model, z, selection, held, stats.units, FeedbackSettings())
+            self._feedback_cache[key] = steps
+            while len(self._feedback_cache) > FEEDBACK_CACHE_SIZE:
+                self._feedback_cache.popitem(last=False)
+        else:
+            self._feedback_cache.move_to_end(key)
+        return steps
 
     def saliency(self, images: Any, attribute: str, alpha: float = 1.0, rule: str = DEFAULT_RULE,
                  hold: Sequence[str] | None = None, **options) -> Any:

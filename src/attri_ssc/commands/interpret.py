@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
 from attri_ssc.errors import ConfigError, DataError
 
@@ -119,42 +118,11 @@ def load_run_and_data(run_dir: Path, data_dir: Path | None, device: str = "cpu")
     return run, bundle
 
 
-def _datasets(bundle) -> list:
-    return [bundle.train, bundle.val, bundle.test]
-
-
-def resolve_item(bundle, spec: str) -> tuple[Any, int]:
-    """(dataset, index) of ``CASE`` or ``CASE:SLICE``; 2D default: the middle myocardial slice."""
-    case, _, slice_txt = spec.partition(":")
-    for ds in _datasets(bundle):
-        idx = [i for i, c in enumerate(ds.case_ids) if c == case]
-        if not idx:
-            continue
-        idx.sort(key=lambda i: ds.slice_indices[i])
-        if not slice_txt:
-            return ds, idx[len(idx) // 2]
-        valid = [ds.slice_indices[i] for i in idx]
-        try:
-            want = int(slice_txt)
-        except ValueError:
-            raise ConfigError(f"bad slice {slice_txt!r} in {spec!r}; valid slices of {case}: {valid}") from None
-        if want not in valid:
-            raise ConfigError(f"case {case} has no item for slice {want}; valid slices (with myocardium): {valid}")
-        return ds, idx[valid.index(want)]
-    known = sorted({c for ds in _datasets(bundle) for c in ds.case_ids})
-    raise ConfigError(f"unknown case {case!r}; valid cases: {', '.join(known)}")
-
-
 def attribute_index(run, name: str) -> int:
     names = list(run.attribute_names)
     if name not in names:
         raise ConfigError(f"unknown attribute {name!r}; this run supervises: {', '.join(names)}")
     return names.index(name)
-
-
-def _label(ds, i: int) -> str:
-    s = ds.slice_indices[i]
-    return ds.case_ids[i] + (f":{s}" if s >= 0 else "")
 
 
 def _split(bundle, name: str):
@@ -229,21 +197,31 @@ def _check_png(path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------- commands
+def api_item(run, spec: str) -> tuple[dict, str]:
+    """(item, label) of ``CASE`` or ``CASE:SLICE`` in the run's data (:meth:`attri_ssc.Run.item`)."""
+    case, _, slice_txt = spec.partition(":")
+    try:
+        slice_index = int(slice_txt) if slice_txt else None
+    except ValueError:
+        raise ConfigError(f"bad slice {slice_txt!r} in {spec!r}") from None
+    item = run.item(case, slice_index)
+    return item, item["case_id"] + (f":{item['slice']}" if item["slice"] is not None else "")
+
+
 def _interpolate(args: argparse.Namespace) -> int:
-    from attri_ssc.interpret.interpolation import interpolate
+    """Through the Python API (``Run.interpolate``)."""
+    from attri_ssc.interpret.interpolation import interpolation_alphas
     from attri_ssc.reports.figures import interpolation_grid
 
     _check_png(args.out)
     if args.steps < 2:
         raise ConfigError(f"--steps must be >= 2, got {args.steps}")
-    run, bundle = load_run_and_data(args.run, args.data, args.device)
-    ds_a, ia = resolve_item(bundle, args.case_a)
-    ds_b, ib = resolve_item(bundle, args.case_b)
-    result = interpolate(run.model.backbone, ds_a[ia]["image"], ds_b[ib]["image"], steps=args.steps)
-    interpolation_grid(result.images.clamp(0, 1), result.alphas.tolist(), args.out,
-                       title=f"{_label(ds_a, ia)} → {_label(ds_b, ib)} (Eq. 16)",
-                       inputs=(ds_a[ia]["image"], ds_b[ib]["image"]))
-    print(f"interpolation {_label(ds_a, ia)} → {_label(ds_b, ib)} in {args.steps} steps → {args.out}")
+    run = api_run(args)
+    (a, label_a), (b, label_b) = api_item(run, args.case_a), api_item(run, args.case_b)
+    frames = run.interpolate(a["image"], b["image"], steps=args.steps)
+    interpolation_grid(frames.clamp(0, 1), interpolation_alphas(args.steps).tolist(), args.out,
+                       title=f"{label_a} → {label_b} (Eq. 16)", inputs=(a["image"], b["image"]))
+    print(f"interpolation {label_a} → {label_b} in {args.steps} steps → {args.out}")
     return 0
 
 
@@ -273,12 +251,7 @@ def _edit(args: argparse.Namespace) -> int:
             raise ConfigError(f"--steps: {exc}") from None
         run = api_run(args)
         run.attribute_index(args.attribute)
-        case, _, slice_txt = args.case.partition(":")
-        try:
-            slice_index = int(slice_txt) if slice_txt else None
-        except ValueError:
-            raise ConfigError(f"bad slice {slice_txt!r} in {args.case!r}") from None
-        item = run.item(case, slice_index)
+        item, label = api_item(run, args.case)
         image = item["image"]
         if args.hold_fixed is None or args.rule not in ("prototype", "shift"):
             hold = None
@@ -290,7 +263,6 @@ def _edit(args: argparse.Namespace) -> int:
                           active_only=args.active_only, exclusive=args.exclusive, saliency=True,
                           percentile=args.percentile, quantile=args.quantile,
                           case_id=item["case_id"], slice=item["slice"])
-        label = item["case_id"] + (f":{item['slice']}" if item["slice"] is not None else "")
     s = result.settings
     a = run.attribute_index(s.attribute)
     rule = (s.rule + (", holding " + ", ".join(s.hold) + " fixed" if s.hold else "")
@@ -377,23 +349,23 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _sample(args: argparse.Namespace) -> int:
+    """Through the Python API (``Run.sample``: the code prior saved with the run, seeded by --seed)."""
     from attri_ssc.interpret.editing import collect_codes
-    from attri_ssc.interpret.sampling import CodePrior, decode_samples, sample_quality
+    from attri_ssc.interpret.sampling import decode_samples, sample_quality
     from attri_ssc.io_utils import write_json
     from attri_ssc.reports.figures import sample_grid
 
     _check_png(args.out)
     if args.n < 1:
         raise ConfigError(f"-n must be >= 1, got {args.n}")
-    run, bundle = load_run_and_data(args.run, args.data, args.device)
+    run = api_run(args)
     backbone = run.model.backbone
-    prior = CodePrior(seed=args.seed).fit(collect_codes(backbone, bundle.train.images))
-    held = _split(bundle, args.split).images
+    held = _split(run.data_bundle(), args.split).images
     n_metric = max(args.n, held.shape[0])
-    samples = decode_samples(backbone, prior.sample(n_metric, seed=args.seed))
+    samples = run.sample(n_metric, seed=args.seed)
     recon = decode_samples(backbone, collect_codes(backbone, held))
     metrics = sample_quality(samples, held, recon, args.weights)
-    metrics.update(prior=prior.describe(), split=args.split, seed=args.seed)
+    metrics.update(prior=run.statistics.prior.describe(), split=args.split, seed=args.seed)
     sample_grid(samples[:args.n], args.out, title=f"{args.n} samples (sparse PCA-GMM code prior)")
     write_json(args.out.with_suffix(".json"), metrics)
     fid = metrics["fid"]

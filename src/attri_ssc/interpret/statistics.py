@@ -78,8 +78,8 @@ def calibrate_units(mapper, codes: Tensor, raw_attributes: Tensor) -> AttributeU
         raw_attributes: (N, |A|) the training items' attributes in physical units.
     """
     with torch.no_grad():
-        device = next(mapper.parameters()).device
-        pred = mapper(codes.to(device)).double().cpu().numpy()
+        params = next(iter(mapper.parameters()), None) if isinstance(mapper, torch.nn.Module) else None
+        pred = mapper(codes.to(params.device) if params is not None else codes).double().cpu().numpy()
     raw = raw_attributes.double().cpu().numpy()
     sd, zero, slopes = [], [], []
     for m in range(raw.shape[1]):
