@@ -38,8 +38,11 @@ def error_response(status: int, field: str, message: str) -> JSONResponse:
 
 
 def _field(loc: tuple[Any, ...] | list[Any]) -> str:
-    parts = [str(p) for p in loc if p not in ("body", "query", "path")]
-    return ".".join(parts) if parts else "body"
+    """The request field at fault: the top-level name (``hold``, not pydantic's ``hold.bool``)."""
+    parts = [str(p) for p in loc]
+    if parts and parts[0] in ("body", "query", "path"):
+        parts = parts[1:]
+    return parts[0] if parts else "body"
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -3,13 +3,13 @@
 Everything here is synchronous and runs on the :class:`~attri_ssc.serve.worker.ModelWorker`
 thread; the model is only ever touched through the public API (:class:`attri_ssc.Run`).
 
-Slider updates are cheap because an edit is computed once per (item, attribute, rule, hold)
-for the whole slider: the first move calls :meth:`attri_ssc.Run.edit` with every α the slider
-can take (:data:`ALPHA_GRID`, its step 0.05, so that ``feedback``'s per-image search runs once
-for the image and the attribute), with saliency; every later move of that slider reads its
-frame from a small LRU cache and only renders PNGs. An α off the grid (a script may send any
-α in [−1, 1]) is edited on its own, exactly, through the same call. Interpolation is cached
-the same way per pair of items (:data:`INTERPOLATION_FRAMES` frames, t = 0, 0.05, …, 1).
+A slider move is one call of :meth:`attri_ssc.Run.edit` with that α (and saliency): the
+``feedback`` rule's per-image step search runs on the first move of an attribute's slider for
+an image (the run caches the steps), every later move only edits, decodes and re-reads. The
+reconstruction (α = 0, the same under every rule) is computed once per item without any search;
+frames already computed are kept in a small LRU cache, so a slider moved back is free.
+Interpolation is computed once per pair of items (:data:`INTERPOLATION_FRAMES` frames,
+t = 0, 0.05, …, 1, the interpolation slider's positions).
 """
 
 from __future__ import annotations
@@ -29,12 +29,10 @@ from attri_ssc.serve import imaging
 from attri_ssc.serve.errors import ApiError
 from attri_ssc.serve.uploads import UploadError, UploadLimits, check_mask, read_nifti_bytes, write_case
 
-#: The α values of one slider (its step is 0.05); α = 0 (the reconstruction) is the centre.
-ALPHA_GRID: tuple[float, ...] = tuple(round(-1.0 + 0.05 * i, 2) for i in range(41))
 #: Frames of one interpolation (t = 0, 0.05, ..., 1), the interpolation slider's positions.
 INTERPOLATION_FRAMES = 21
-#: Computed edits and interpolations kept (least recently used dropped first).
-CACHE_SIZE = 48
+#: Computed edit frames and interpolations kept (least recently used dropped first).
+CACHE_SIZE = 256
 #: Uploaded cases kept (oldest dropped first, with their gallery items).
 MAX_UPLOADS = 16
 
@@ -55,15 +53,16 @@ class Item:
 
 
 @dataclass
-class EditFrames:
-    """One slider's edits of one item: the :class:`attri_ssc.EditResult` of every α computed so far."""
+class Frame:
+    """One computed edit of one item: ``image`` and ``saliency`` (1, *S) (saliency None at α = 0),
+    ``reading`` (|A|,) the model's re-read, the :class:`attri_ssc.EditSettings` that replay it, and
+    the judge's read once asked for."""
 
-    alphas: list[float]
-    images: np.ndarray          # (n, 1, *S)
-    saliency: np.ndarray | None  # (n, 1, *S)
-    readings: np.ndarray        # (n, |A|)
+    image: np.ndarray
+    saliency: np.ndarray | None
+    reading: np.ndarray
     settings: Any
-    judged: dict[int, np.ndarray] = field(default_factory=dict)
+    judged: np.ndarray | None = None
 
 
 def _none_if_nan(v: float) -> float | None:
@@ -84,7 +83,7 @@ class Explorer:
         self.run = run
         self.limits = limits
         self.items: dict[str, Item] = {}
-        self._edits: OrderedDict[tuple, EditFrames] = OrderedDict()
+        self._frames: OrderedDict[tuple, Frame] = OrderedDict()
         self._interpolations: OrderedDict[tuple, np.ndarray] = OrderedDict()
         self._upload_root = Path(tempfile.mkdtemp(prefix="attri-ssc-serve-"))
         self._upload_counter = itertools.count(1)
@@ -181,8 +180,12 @@ class Explorer:
         return self._judge_note or None
 
     # ------------------------------------------------------------------ editing
-    def _hold_names(self, attribute: int, rule: str, hold: bool | list[str]) -> list[str] | None:
-        """The ``hold`` argument of :meth:`attri_ssc.Run.edit` for the page's toggle."""
+    def _hold_names(self, attribute: int, rule: str, hold: bool | list[str]) -> list[str]:
+        """The ``hold`` argument of :meth:`attri_ssc.Run.edit` for the page's toggle: ``True`` holds
+        what ``attri-ssc edit`` holds by default for ``feedback`` and ``shift`` (and the same
+        conditional prototypes for ``prototype``); ``magnitude`` and ``literal`` hold nothing."""
+        from attri_ssc.interpret.editing import feedback_hold, hold_fixed_indices
+
         names = self.run.attribute_names
         if isinstance(hold, list):
             unknown = [h for h in hold if h not in names]
@@ -190,73 +193,61 @@ class Explorer:
                 raise ApiError(422, "hold", f"unknown attribute(s) {unknown} in hold; this run supervises "
                                             f"{', '.join(names)}")
             return list(hold)
-        if not hold:
+        if not hold or rule in ("magnitude", "literal"):
             return []
-        if rule in ("feedback", "shift"):
-            return None  # the rule's own default: what `attri-ssc edit` holds
-        if rule == "prototype":
-            from attri_ssc.interpret.editing import hold_fixed_indices
+        rows = feedback_hold(names, attribute) if rule == "feedback" else hold_fixed_indices(names).get(attribute, ())
+        return [names[o] for o in rows]
 
-            return [names[o] for o in hold_fixed_indices(names).get(attribute, ())]
-        return []  # magnitude and literal hold nothing
+    def _remember(self, key: tuple, frame: Frame) -> Frame:
+        self._frames[key] = frame
+        while len(self._frames) > CACHE_SIZE:
+            self._frames.popitem(last=False)
+        return frame
 
-    def _frames(self, item: Item, attribute: int, alpha: float, rule: str, hold: bool | list[str],
-                saliency: bool, reconstruction_only: bool = True) -> tuple[EditFrames, int]:
-        """The edit frames holding ``alpha`` (computing the slider's whole grid on a first move).
+    def _reconstruction(self, item: Item, attribute: int) -> Frame:
+        """α = 0: the codes are left alone under every rule, so no rule (and no search) is needed."""
+        key = (item.id, "reconstruction")
+        frame = self._frames.get(key)
+        if frame is None:
+            name = self.run.attribute_names[attribute]
+            result = self.run.edit(item.image, name, [0.0], "magnitude", [], saliency=False, case_id=self._case(item),
+                                   slice=item.slice)
+            frame = self._remember(key, Frame(_np(result.images)[0, 0], None, _np(result.readings)[0, 0],
+                                              result.settings))
+        else:
+            self._frames.move_to_end(key)
+        return frame
 
-        α = 0 shows the reconstruction, the same under every rule: unless ``reconstruction_only``
-        is False (export, which needs the rule's settings), it is computed without the rule's search.
-        """
+    def _case(self, item: Item) -> str | None:
+        return item.case_id if item.source == "test" else None
+
+    def _frame(self, item: Item, attribute: int, alpha: float, rule: str, hold: bool | list[str]) -> Frame:
+        """The edit of ``item``'s ``attribute`` at ``alpha`` (cached)."""
         from attri_ssc.errors import AttriSSCError
 
         hold_names = self._hold_names(attribute, rule, hold)
-        key = (item.id, attribute, rule, None if hold_names is None else tuple(hold_names), saliency)
-        frames = self._edits.get(key)
-        on_grid = any(abs(alpha - a) < 1e-9 for a in ALPHA_GRID)
-        if frames is not None:
-            self._edits.move_to_end(key)
-            for i, a in enumerate(frames.alphas):
-                if abs(a - alpha) < 1e-9:
-                    return frames, i
+        key = (item.id, attribute, rule, tuple(hold_names), round(float(alpha), 6))
+        frame = self._frames.get(key)
+        if frame is not None:
+            self._frames.move_to_end(key)
+            return frame
         name = self.run.attribute_names[attribute]
-        case = dict(case_id=item.case_id if item.source == "test" else None, slice=item.slice)
-        if alpha == 0.0 and reconstruction_only:
-            # α = 0 leaves the codes alone under every rule: the reconstruction, without a step search
-            zero_key = (item.id, attribute, "reconstruction")
-            frames = self._edits.get(zero_key)
-            if frames is None:
-                result = self.run.edit(item.image, name, [0.0], "magnitude", [], saliency=False, **case)
-                frames = EditFrames([0.0], _np(result.images)[:, 0], None, _np(result.readings)[:, 0],
-                                    result.settings)
-                frames.settings.rule = rule
-                frames.settings.hold = list(hold_names) if hold_names is not None else []
-                self._remember(zero_key, frames)
-            return frames, 0
-        alphas = list(ALPHA_GRID) if on_grid else [0.0, float(alpha)]
         try:
-            result = self.run.edit(item.image, name, alphas, rule, hold_names, saliency=saliency, **case)
+            result = self.run.edit(item.image, name, [float(alpha)], rule, hold_names, saliency=True,
+                                   case_id=self._case(item), slice=item.slice)
         except AttriSSCError as exc:
-            field_name = "hold" if "hold" in str(exc) else "rule" if "rule" in str(exc) else "attribute"
-            raise ApiError(422, field_name, str(exc)) from None
-        new = EditFrames(alphas=[float(a) for a in result.alphas], images=_np(result.images)[:, 0],
-                         saliency=None if result.saliency is None else _np(result.saliency)[:, 0],
-                         readings=_np(result.readings)[:, 0], settings=result.settings)
-        if on_grid:
-            self._remember(key, new)
-        index = min(range(len(new.alphas)), key=lambda i: abs(new.alphas[i] - alpha))
-        return new, index
+            text = str(exc)
+            field_name = "hold" if "hold" in text else "rule" if "rule" in text else "attribute"
+            raise ApiError(422, field_name, text) from None
+        return self._remember(key, Frame(_np(result.images)[0, 0], _np(result.saliency)[0, 0],
+                                         _np(result.readings)[0, 0], result.settings))
 
-    def _remember(self, key: tuple, frames: EditFrames) -> None:
-        self._edits[key] = frames
-        while len(self._edits) > CACHE_SIZE:
-            self._edits.popitem(last=False)
-
-    def _judge(self, frames: EditFrames, index: int) -> np.ndarray | None:
+    def _judge(self, frame: Frame) -> np.ndarray | None:
         if self.judge_note() is not None:
             return None
-        if index not in frames.judged:
-            frames.judged[index] = _np(self.run.judge(frames.images[index][None].astype(np.float32)))[0]
-        return frames.judged[index]
+        if frame.judged is None:
+            frame.judged = _np(self.run.judge(frame.image[None].astype(np.float32)))[0]
+        return frame.judged
 
     def edit(self, item_id: str, attribute_name: str, alpha: float, rule: str, hold: bool | list[str],
              slice_request: int | None, saliency: bool = True) -> dict[str, Any]:
@@ -265,30 +256,31 @@ class Explorer:
         item = self.item(item_id)
         attribute = self.attribute(attribute_name)
         plane_index = self.slice_index(slice_request)
-        frames, i = self._frames(item, attribute, float(alpha), rule, hold, saliency)
-        zero = min(range(len(frames.alphas)), key=lambda j: abs(frames.alphas[j]))
+        hold_names = self._hold_names(attribute, rule, hold)
+        before = self._reconstruction(item, attribute)
+        after = self._frame(item, attribute, alpha, rule, hold) if alpha != 0.0 else before
         names = self.run.attribute_names
         original = imaging.to_plane(item.image, plane_index)
-        recon = imaging.to_plane(frames.images[zero], plane_index)
-        edited = imaging.to_plane(frames.images[i], plane_index)
+        recon = imaging.to_plane(before.image, plane_index)
+        edited = imaging.to_plane(after.image, plane_index)
         diff_png, diff_scale = imaging.difference_png(edited, recon)
-        sal_png, sal_peak = (imaging.saliency_png(imaging.to_plane(frames.saliency[i], plane_index))
-                             if frames.saliency is not None else (None, 0.0))
-        original_reading = self._original_reading(item)
+        sal_png, sal_peak = (imaging.saliency_png(imaging.to_plane(after.saliency, plane_index))
+                             if saliency and after.saliency is not None else (None, 0.0))
 
         def named(values) -> dict[str, float | None]:
             return {n: _none_if_nan(values[k]) for k, n in enumerate(names)}
 
         judge = None
-        judge_before, judge_after = self._judge(frames, zero), self._judge(frames, i)
+        judge_before, judge_after = self._judge(before), self._judge(after)
         if judge_before is not None and judge_after is not None:
             judge = {"before": named(judge_before), "after": named(judge_after)}
-        settings = frames.settings.to_dict()
-        settings["alphas"] = [float(frames.alphas[i])]
+        settings = (after.settings.to_dict() if alpha != 0.0 else  # α = 0: nothing searched, the rule's settings
+                    {**before.settings.to_dict(), "rule": rule, "hold": hold_names, "alphas": [0.0]})
+        held = list(settings["hold"])
         return {
             "superseded": False,
-            "item": item.id, "attribute": attribute_name, "alpha": float(frames.alphas[i]), "rule": rule,
-            "hold": bool(hold), "held": list(frames.settings.hold), "slice": plane_index,
+            "item": item.id, "attribute": attribute_name, "alpha": float(alpha), "rule": rule,
+            "hold": bool(hold), "held": held, "slice": plane_index,
             "images": {
                 "original": imaging.data_url(imaging.grey_png(original)),
                 "reconstruction": imaging.data_url(imaging.grey_png(recon)),
@@ -298,11 +290,11 @@ class Explorer:
             },
             "scales": {"intensity": list(imaging.INTENSITY_RANGE), "difference": [-diff_scale, diff_scale],
                        "saliency": [0.0, sal_peak]},
-            "readings": {"original": named(original_reading), "before": named(frames.readings[zero]),
-                         "after": named(frames.readings[i])},
+            "readings": {"original": named(self._original_reading(item)), "before": named(before.reading),
+                         "after": named(after.reading)},
             "judge": judge,
-            "judge_note": self.judge_note() or ("the judge reads what it measures (areas, wall thickness); "
-                                                 "other attributes show no judge bar"),
+            "judge_note": self.judge_note() or ("the model-free judge measures areas and wall thickness from the "
+                                                 "image alone; attributes without a judge bar are not measured"),
             "settings": settings,
             "server_ms": 1000.0 * (time.perf_counter() - started),
         }
@@ -314,13 +306,17 @@ class Explorer:
 
     def export(self, item_id: str, attribute_name: str, alpha: float, rule: str, hold: bool | list[str],
                slice_request: int | None) -> tuple[dict[str, Any], np.ndarray | None]:
-        """(the settings that replay this edit, the model-ready image for an uploaded item else None)."""
+        """(the :class:`attri_ssc.EditSettings` that replay this edit, the model-ready image of an
+        uploaded item or None).
+
+        An uploaded item's settings name its image as ``<item>.image.npy``, the file
+        ``POST /api/export/image`` returns: save both in one folder.
+        """
         item = self.item(item_id)
         attribute = self.attribute(attribute_name)
         self.slice_index(slice_request)
-        frames, i = self._frames(item, attribute, float(alpha), rule, hold, True, reconstruction_only=False)
-        settings = frames.settings.to_dict()
-        settings["alphas"] = [float(frames.alphas[i])]
+        frame = self._frame(item, attribute, alpha, rule, hold)
+        settings = frame.settings.to_dict()
         image = None
         if item.source == "upload":
             image = _np(item.image).astype(np.float32)
@@ -358,6 +354,8 @@ class Explorer:
         mask = read_nifti_bytes(mask_bytes, "mask", self.limits) if mask_bytes else None
         if mask is not None:
             check_mask(mask, image)
+            if not np.any(mask.data == 2):
+                raise UploadError("mask", "no voxel is myocardium (label 2); the explorer edits slices with myocardium")
         upload_id = f"upload-{next(self._upload_counter)}"
         folder = self._upload_root / upload_id
         try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 #: Item ids are the server's: ``CASE`` (3D), ``CASE:SLICE`` (2D) or ``upload-N[:SLICE]``.
 ItemId = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.\-]+(:[0-9]{1,6})?$")
@@ -31,12 +31,12 @@ class EditRequest(_Request):
     alpha: float = Field(ge=-1.0, le=1.0, allow_inf_nan=False,
                          description="edit strength in [-1, 1]; 0 is the reconstruction")
     rule: Rule = Field("feedback", description="the edit rule, as `attri-ssc edit --rule`")
-    hold: bool | HoldNames = Field(True,
+    hold: StrictBool | HoldNames = Field(True,
                                    description="true: hold the other attributes as `attri-ssc edit` does (feedback: "
                                                "their re-read values; shift/prototype: conditional prototypes); "
                                                "false: hold none; or the names to hold")
     slice: int | None = Field(None, ge=0, le=4096, description="3D runs: the slice to show (default: the middle)")
-    saliency: bool = Field(True, description="also compute the saliency map of the edit")
+    saliency: StrictBool = Field(True, description="also compute the saliency map of the edit")
     session: str | None = Field(None, max_length=64, pattern=r"^[A-Za-z0-9_\-]+$",
                                 description="client session: with seq, a queued edit superseded by a newer one "
                                             "of the same session is skipped")
