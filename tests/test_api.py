@@ -202,6 +202,13 @@ def test_read_case_and_read_folder_match_the_training_preprocessing(run, phantom
     assert torch.allclose(bare.images, got.images, atol=1e-6)
     image_attrs = [run.attribute_index(n) for n in ("lv_area", "myo_area", "infarct_area")]
     assert torch.allclose(bare.attributes[:, image_attrs], got.attributes[:, image_attrs])
+    # without a mask: every slice, centred on the field of view; image attributes unknown
+    import nibabel as nib
+
+    n_slices = nib.load(str(folder / "Images" / f"Case_{case}.nii.gz")).shape[2]
+    unmasked = attri_ssc.read_case(folder / "Images" / f"Case_{case}.nii.gz", run=run)
+    assert unmasked.images.shape == (n_slices, 1, 32, 32) and torch.isnan(unmasked.attributes).all()
+    assert float(unmasked.images.min()) >= 0 and float(unmasked.images.max()) <= 1
     everything = attri_ssc.read_folder(phantom_dir, run=run)
     assert len(everything) == len(bundle.train) + len(bundle.val) + len(bundle.test)
     assert everything.items()[0]["image"].shape == (1, 32, 32)
