@@ -12,6 +12,10 @@ The convention (docs/README.md, "Code blocks are tested") in short:
   compile; it is reported as a pytest skip with its reason, so the summary counts them.
 
 A block without the marker that raises fails the test, naming the file and the block's line.
+
+The shell blocks are checked too, without running them: every ``attri-ssc ...`` (or
+``-m attri_ssc ...``) line must name a real subcommand and only options it takes, and a
+``train`` line's preset and ``--set`` overrides must make a valid config.
 """
 
 from __future__ import annotations
@@ -191,3 +195,64 @@ def test_harness_runs_blocks_and_reports_failures(tmp_path: Path) -> None:
     broken = [Block(REPO / "docs" / "page.md", 9, "x = 1\n"), Block(REPO / "docs" / "page.md", 12, "1 / 0\n")]
     with pytest.raises(BlockFailed, match=r"docs/page.md:12 raised ZeroDivisionError"):
         run_blocks(broken, Path("/r"), Path("/d"))
+
+
+_SHELL_FENCE = re.compile(r"^```(?:bash|sh|console)?[ \t]*\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
+
+
+def documented_commands() -> list[tuple[str, list[str]]]:
+    """Every ``attri-ssc ...`` / ``-m attri_ssc ...`` line of the shell blocks: (where, argv after the program)."""
+    import shlex
+
+    found = []
+    for path in doc_files():
+        text = path.read_text(encoding="utf-8")
+        for m in _SHELL_FENCE.finditer(text):
+            first_line = text.count("\n", 0, m.start(1)) + 1
+            lines = m.group(1).replace("\\\n", " ").splitlines()
+            for offset, line in enumerate(lines):
+                if "attri-ssc" not in line and "attri_ssc" not in line:
+                    continue
+                tokens = shlex.split(line, comments=True)
+                for i, token in enumerate(tokens):
+                    if token == "attri-ssc" or (token == "attri_ssc" and i > 0 and tokens[i - 1] == "-m"):
+                        found.append((f"{path.relative_to(REPO)}:{first_line + offset}", tokens[i + 1:]))
+                        break
+    return found
+
+
+def test_documented_commands_and_options_exist() -> None:
+    """Each shell example names a real subcommand, and each --option it uses is one that subcommand takes."""
+    import argparse
+
+    from attri_ssc.cli import build_parser
+    from attri_ssc.config import load_config
+    from attri_ssc.errors import ConfigError
+
+    def subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+        return {name: p for a in parser._actions if isinstance(a, argparse._SubParsersAction)  # noqa: SLF001
+                for name, p in a.choices.items()}
+
+    commands = documented_commands()
+    assert len(commands) >= 10, f"found only {len(commands)} documented attri-ssc command lines"
+    problems = []
+    for where, argv in commands:
+        parser, rest = build_parser(), list(argv)
+        while rest and (choices := subparsers(parser)) and not rest[0].startswith("-"):
+            name = rest.pop(0)
+            if name not in choices:
+                problems.append(f"{where}: unknown command {name!r}")
+                break
+            parser = choices[name]
+        options = {s for a in parser._actions for s in a.option_strings}  # noqa: SLF001
+        problems += [f"{where}: {parser.prog} has no option {t.split('=')[0]}" for t in rest
+                     if t.startswith("--") and t.split("=")[0] not in options]
+        if parser.prog.endswith(" train"):  # the preset and every --set key=value must make a valid config
+            args = {"--config": "demo-2d"}
+            sets = [rest[i + 1] for i, t in enumerate(rest[:-1]) if t == "--set"]
+            args.update({t: rest[i + 1] for i, t in enumerate(rest[:-1]) if t == "--config"})
+            try:
+                load_config(args["--config"], sets)
+            except ConfigError as exc:
+                problems.append(f"{where}: {exc}")
+    assert not problems, "\n".join(problems)
