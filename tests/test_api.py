@@ -220,8 +220,12 @@ def test_edit_settings_round_trip_and_replay_through_the_cli(run, smoke_run, tmp
     from attri_ssc.cli import main
 
     item = run.test_items()[1]
-    result = run.edit(item["image"], "myo_area", [-1.0, 0.0, 1.0], case_id=item["case_id"], slice=item["slice"])
+    result = run.edit(item, "myo_area", [-1.0, 0.0, 1.0])  # an item: its case and slice go into the settings
     settings = result.settings
+    assert (settings.case_id, settings.slice) == (item["case_id"], item["slice"])
+    assert torch.equal(result.images, run.edit(item["image"], "myo_area", [-1.0, 0.0, 1.0]).images)
+    with pytest.raises(ConfigError, match="pass image="):
+        run.edit(item["image"], "lv_area", [1.0], rule="shift").settings.save(tmp_path / "nowhere.json")
     assert attri_ssc.EditSettings.from_json(settings.to_json()) == settings
     path = settings.save(tmp_path / "edit.json")
     out = tmp_path / "replay.png"

@@ -153,6 +153,9 @@ class EditSettings:
         from attri_ssc.io_utils import write_text
 
         path = Path(path)
+        if image is None and not self.case_id and not self.image_path:
+            raise ConfigError("these settings name no case_id: pass image= (the edited image (1, *S)) so that "
+                              "they can be replayed, or edit an item of the run (run.edit(item, ...))")
         if image is not None:
             x, _ = _as_tensor(image, "image")
             img_path = path.with_suffix(".image.npy")
@@ -514,7 +517,8 @@ class Run:
         """Edit one attribute of a batch of images in code space (paper A.5 and our rules).
 
         Args:
-            images: (B, 1, *S) or one image (1, *S).
+            images: (B, 1, *S) or one image (1, *S); or an item dict of :meth:`test_items` / :meth:`item`
+                (beyond the BRIEF: its case id and slice are then recorded in the settings).
             attribute: the attribute's name (one of :attr:`attribute_names`).
             alphas: α values in [−1, 1] (or an odd int n: n evenly spaced values, α = 0 in the centre).
             rule: ``feedback`` (default: per-image steps the model reads as the attribute moving with
@@ -533,6 +537,10 @@ class Run:
         from attri_ssc.interpret.editing import alpha_grid, edit_codes, edit_direction
         from attri_ssc.interpret.saliency import edited_atom_saliency
 
+        if isinstance(images, dict) and "image" in images:
+            case_id = images.get("case_id") if case_id is None else case_id
+            slice = images.get("slice") if slice is None else slice
+            images = images["image"]
         if rule not in EDIT_RULES:
             raise ConfigError(f"rule must be one of {EDIT_RULES}, got {rule!r}")
         if isinstance(alphas, int) and not isinstance(alphas, bool):
