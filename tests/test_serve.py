@@ -132,6 +132,16 @@ def test_alpha_zero_is_the_reconstruction_under_every_rule(client, items):
     assert replies[1]["held"] == [] and replies[1]["settings"]["rule"] == "literal"
 
 
+def test_drag_requests_leave_out_saliency_and_judge_but_show_the_same_edit(client, items):
+    body = {"item": items[4]["id"], "attribute": "myo_area", "alpha": -0.35}
+    drag = client.post("/api/edit", json={**body, "saliency": False, "judge": False}).json()
+    release = client.post("/api/edit", json=body).json()
+    assert drag["images"]["saliency"] is None and drag["judge"] is None
+    assert release["images"]["saliency"] is not None and release["judge"] is not None
+    assert drag["images"]["edited"] == release["images"]["edited"]
+    assert drag["readings"] == release["readings"]
+
+
 def test_hold_toggle_and_rules_reach_the_api(client, items, run):
     item = run.test_items()[1]
     got = client.post("/api/edit", json={"item": items[1]["id"], "attribute": "lv_area", "alpha": -0.5,

@@ -87,9 +87,9 @@ def test_moving_a_slider_edits_the_image_and_the_reread_follows(server, tmp_path
                 assert box["width"] >= 256 and box["height"] >= 256, (img, box)
             slider = page.locator(f"#slider-list input[data-attribute='{attribute}']")
             slider.focus()
-            slider.press("End")  # α = +1: ask for more of the attribute
-            page.wait_for_selector(f"#last-edit[data-attribute='{attribute}'][data-alpha='1']", state="attached",
-                                   timeout=240_000)
+            slider.press("End")  # α = +1: ask for more of the attribute (input, then change: released)
+            page.wait_for_selector(f"#last-edit[data-attribute='{attribute}'][data-alpha='1'][data-detail='1']",
+                                   state="attached", timeout=240_000)
             page.wait_for_function("src => document.getElementById('img-edited').src !== src", arg=before_src,
                                    timeout=60_000)
             out = page.locator("#last-edit")
@@ -100,13 +100,14 @@ def test_moving_a_slider_edits_the_image_and_the_reread_follows(server, tmp_path
             assert page.locator("#img-saliency").get_attribute("src").startswith("data:image/png")
             # the other way
             slider.press("Home")
-            page.wait_for_selector(f"#last-edit[data-attribute='{attribute}'][data-alpha='-1']", state="attached",
-                                   timeout=240_000)
+            page.wait_for_selector(f"#last-edit[data-attribute='{attribute}'][data-alpha='-1'][data-detail='1']",
+                                   state="attached", timeout=240_000)
             before2, after2 = float(out.get_attribute("data-before")), float(out.get_attribute("data-after"))
             assert after2 < before2, f"{attribute}: re-read {before2} -> {after2} at α = -1"
             slider.press("End")
-            page.wait_for_selector(f"#last-edit[data-attribute='{attribute}'][data-alpha='1']", state="attached",
-                                   timeout=240_000)
+            page.wait_for_selector(f"#last-edit[data-attribute='{attribute}'][data-alpha='1'][data-detail='1']",
+                                   state="attached", timeout=240_000)
+            assert page.locator("#img-saliency").is_visible()
             page.wait_for_timeout(300)
             assert not errors, errors
             target = Path(os.environ.get("ATTRI_SSC_EXPLORER_SCREENSHOT") or tmp_path / "explorer.png")

@@ -66,8 +66,6 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     run_ = load_run(args.run, data=args.data, device=args.device)
     run_.statistics  # noqa: B018 - computed (or read) now, not on the first request
-    app = create_app(run_, UploadLimits(max_bytes=int(args.max_upload_mb * 2**20), max_voxels=args.max_voxels),
-                     gallery_limit=args.gallery)
     # bind first, so that port 0 reports the port it got and a taken port is a clear error
     family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -76,13 +74,19 @@ def run(args: argparse.Namespace) -> int:
         sock.bind((args.host, args.port))
     except OSError as exc:
         raise ConfigError(f"cannot listen on {args.host}:{args.port} ({exc.strerror}); try another --port") from None
+    sock.listen(128)
     port = sock.getsockname()[1]
     shown = f"[{args.host}]" if family == socket.AF_INET6 else args.host
-    print(f"attri-ssc explorer for {args.run}: http://{shown}:{port}/  (JSON API: http://{shown}:{port}/docs; "
-          f"Ctrl-C stops)", flush=True)
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"attri-ssc serve: warning: listening on {args.host}: anyone who can reach it can use the model "
-              f"and upload files", file=sys.stderr)
+
+    def ready() -> None:
+        print(f"attri-ssc explorer for {args.run}: http://{shown}:{port}/  (JSON API: http://{shown}:{port}/docs; "
+              f"Ctrl-C stops)", flush=True)
+        if args.host not in ("127.0.0.1", "localhost", "::1"):
+            print(f"attri-ssc serve: warning: listening on {args.host}: anyone who can reach it can use the model "
+                  f"and upload files", file=sys.stderr)
+
+    app = create_app(run_, UploadLimits(max_bytes=int(args.max_upload_mb * 2**20), max_voxels=args.max_voxels),
+                     gallery_limit=args.gallery, on_ready=ready)
     config = uvicorn.Config(app, log_level="warning", access_log=False)
     uvicorn.Server(config).run(sockets=[sock])
     return 0

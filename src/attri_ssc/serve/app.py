@@ -21,7 +21,7 @@ import io
 import logging
 from contextlib import asynccontextmanager
 from importlib import resources
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from fastapi import FastAPI, File, UploadFile
@@ -46,10 +46,12 @@ def static_dir():
     return resources.files("attri_ssc.serve") / "static"
 
 
-def create_app(run, limits: UploadLimits = UploadLimits(), gallery_limit: int = 200) -> FastAPI:
+def create_app(run, limits: UploadLimits = UploadLimits(), gallery_limit: int = 200,
+               on_ready: Callable[[], None] | None = None) -> FastAPI:
     """The explorer app for ``run`` (an :class:`attri_ssc.Run`).
 
-    The gallery is read and the judge probed on the model thread while the app starts.
+    The gallery is read on the model thread while the app starts; ``on_ready`` is called when
+    it is done (``attri-ssc serve`` prints its address then).
     """
     worker = ModelWorker()
     holder: dict[str, Explorer] = {}
@@ -58,6 +60,8 @@ def create_app(run, limits: UploadLimits = UploadLimits(), gallery_limit: int = 
     async def lifespan(app: FastAPI):
         holder["explorer"] = await worker.run(Explorer, run, limits, gallery_limit)
         app.state.explorer = holder["explorer"]
+        if on_ready is not None:
+            on_ready()
         yield
         holder["explorer"].close()
         worker.shutdown()
@@ -104,7 +108,7 @@ def create_app(run, limits: UploadLimits = UploadLimits(), gallery_limit: int = 
         worker.supersede(request.session, request.seq)
         try:
             return await worker.run(explorer().edit, request.item, request.attribute, request.alpha, request.rule,
-                                    request.hold, request.slice, request.saliency,
+                                    request.hold, request.slice, request.saliency, request.judge,
                                     session=request.session, seq=request.seq)
         except Superseded:
             return {"superseded": True}

@@ -221,26 +221,29 @@ class Explorer:
     def _case(self, item: Item) -> str | None:
         return item.case_id if item.source == "test" else None
 
-    def _frame(self, item: Item, attribute: int, alpha: float, rule: str, hold: bool | list[str]) -> Frame:
-        """The edit of ``item``'s ``attribute`` at ``alpha`` (cached)."""
+    def _frame(self, item: Item, attribute: int, alpha: float, rule: str, hold: bool | list[str],
+               saliency: bool = True) -> Frame:
+        """The edit of ``item``'s ``attribute`` at ``alpha`` (cached; with its saliency map if asked)."""
         from attri_ssc.errors import AttriSSCError
 
         hold_names = self._hold_names(attribute, rule, hold)
         key = (item.id, attribute, rule, tuple(hold_names), round(float(alpha), 6))
         frame = self._frames.get(key)
-        if frame is not None:
+        if frame is not None and (frame.saliency is not None or not saliency):
             self._frames.move_to_end(key)
             return frame
         name = self.run.attribute_names[attribute]
         try:
-            result = self.run.edit(item.image, name, [float(alpha)], rule, hold_names, saliency=True,
+            result = self.run.edit(item.image, name, [float(alpha)], rule, hold_names, saliency=saliency,
                                    case_id=self._case(item), slice=item.slice)
         except AttriSSCError as exc:
             text = str(exc)
             field_name = "hold" if "hold" in text else "rule" if "rule" in text else "attribute"
             raise ApiError(422, field_name, text) from None
-        return self._remember(key, Frame(_np(result.images)[0, 0], _np(result.saliency)[0, 0],
-                                         _np(result.readings)[0, 0], result.settings))
+        return self._remember(key, Frame(_np(result.images)[0, 0],
+                                         _np(result.saliency)[0, 0] if saliency else None,
+                                         _np(result.readings)[0, 0], result.settings,
+                                         judged=frame.judged if frame is not None else None))
 
     def _judge(self, frame: Frame) -> np.ndarray | None:
         if self.judge_note() is not None:
@@ -250,15 +253,17 @@ class Explorer:
         return frame.judged
 
     def edit(self, item_id: str, attribute_name: str, alpha: float, rule: str, hold: bool | list[str],
-             slice_request: int | None, saliency: bool = True) -> dict[str, Any]:
-        """One slider position: images, re-reads before/after, judge, settings (``EditResponse``)."""
+             slice_request: int | None, saliency: bool = True, judge_requested: bool = True) -> dict[str, Any]:
+        """One slider position: images, re-reads before/after, settings (``EditResponse``), and unless
+        told otherwise the saliency map and the judge's read (the page leaves both out while a
+        slider is dragged and asks for them when it is released)."""
         started = time.perf_counter()
         item = self.item(item_id)
         attribute = self.attribute(attribute_name)
         plane_index = self.slice_index(slice_request)
         hold_names = self._hold_names(attribute, rule, hold)
         before = self._reconstruction(item, attribute)
-        after = self._frame(item, attribute, alpha, rule, hold) if alpha != 0.0 else before
+        after = self._frame(item, attribute, alpha, rule, hold, saliency) if alpha != 0.0 else before
         names = self.run.attribute_names
         original = imaging.to_plane(item.image, plane_index)
         recon = imaging.to_plane(before.image, plane_index)
@@ -271,9 +276,10 @@ class Explorer:
             return {n: _none_if_nan(values[k]) for k, n in enumerate(names)}
 
         judge = None
-        judge_before, judge_after = self._judge(before), self._judge(after)
-        if judge_before is not None and judge_after is not None:
-            judge = {"before": named(judge_before), "after": named(judge_after)}
+        if judge_requested:
+            judge_before, judge_after = self._judge(before), self._judge(after)
+            if judge_before is not None and judge_after is not None:
+                judge = {"before": named(judge_before), "after": named(judge_after)}
         settings = (after.settings.to_dict() if alpha != 0.0 else  # α = 0: nothing searched, the rule's settings
                     {**before.settings.to_dict(), "rule": rule, "hold": hold_names, "alphas": [0.0]})
         held = list(settings["hold"])
@@ -315,7 +321,7 @@ class Explorer:
         item = self.item(item_id)
         attribute = self.attribute(attribute_name)
         self.slice_index(slice_request)
-        frame = self._frame(item, attribute, alpha, rule, hold)
+        frame = self._frame(item, attribute, alpha, rule, hold, saliency=False)
         settings = frame.settings.to_dict()
         image = None
         if item.source == "upload":

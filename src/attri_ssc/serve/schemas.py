@@ -36,7 +36,10 @@ class EditRequest(_Request):
                                                "their re-read values; shift/prototype: conditional prototypes); "
                                                "false: hold none; or the names to hold")
     slice: int | None = Field(None, ge=0, le=4096, description="3D runs: the slice to show (default: the middle)")
-    saliency: StrictBool = Field(True, description="also compute the saliency map of the edit")
+    saliency: StrictBool = Field(True, description="also compute the saliency map of the edit (the page asks "
+                                                   "for it when a slider is released, not while it is dragged)")
+    judge: StrictBool = Field(True, description="also the model-free judge's read of the reconstruction and the "
+                                                "edit (phantom-like 2D runs; likewise on release)")
     session: str | None = Field(None, max_length=64, pattern=r"^[A-Za-z0-9_\-]+$",
                                 description="client session: with seq, a queued edit superseded by a newer one "
                                             "of the same session is skipped")

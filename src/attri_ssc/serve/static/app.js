@@ -3,6 +3,8 @@
 // Slider requests are coalesced: at most one edit is in flight; while it is, only the latest
 // slider value is kept, and it is sent when the reply arrives. A reply is drawn only if no newer
 // request was sent after it (choosing another image or rule invalidates replies in flight).
+// While a slider is dragged the page asks for the edit and the re-reads only; when it is
+// released (its "change" event) it asks again with the saliency map and the judge's read.
 "use strict";
 
 const state = {
@@ -151,32 +153,33 @@ function buildSliders() {
       state.attribute = input.dataset.attribute;
       state.alpha = Number(input.value);
       document.querySelector(`[data-alpha-of="${state.attribute}"]`).textContent = state.alpha.toFixed(2);
-      requestEdit();
+      requestEdit(false);
     });
+    input.addEventListener("change", () => requestEdit(true));
   }
 }
 
-function editBody() {
+function editBody(detail = true) {
   const attribute = state.attribute || state.info.attributes[0].name;
   return {
     item: state.item, attribute, alpha: state.attribute ? state.alpha : 0,
     rule: $("rule").value, hold: $("hold").checked, slice: state.slice,
-    saliency: true, session: state.session,
+    saliency: detail, judge: detail, session: state.session,
   };
 }
 
 const editChannel = latestOnly(
   (body, seq) => api("api/edit", { ...body, seq }),
-  (reply) => { if (!reply.superseded) drawEdit(reply); },
+  (reply, body) => { if (!reply.superseded) drawEdit(reply, body.saliency); },
 );
 
-function requestEdit() {
+function requestEdit(detail = true) {
   if (!state.item) return;
   setStatus(state.alpha !== 0 && $("rule").value === "feedback" ? "editing… (the first move of an attribute searches its steps)" : "editing…");
-  editChannel.push(editBody());
+  editChannel.push(editBody(detail));
 }
 
-function drawEdit(reply) {
+function drawEdit(reply, detail) {
   state.last = reply;
   $("img-original").src = reply.images.original;
   $("img-reconstruction").src = reply.images.reconstruction;
@@ -184,11 +187,14 @@ function drawEdit(reply) {
   $("img-saliency-base").src = reply.images.edited;
   $("img-difference").src = reply.images.difference;
   if (reply.images.saliency) $("img-saliency").src = reply.images.saliency;
-  $("img-saliency").hidden = !reply.images.saliency || !$("show-saliency").checked;
+  state.hasSaliency = Boolean(reply.images.saliency);
+  $("img-saliency").hidden = !state.hasSaliency || !$("show-saliency").checked;
   const d = reply.scales.difference[1];
   $("cap-difference").textContent = `edited − reconstruction (blue −${fmt(d)}, red +${fmt(d)})`;
   const s = reply.scales.saliency ? reply.scales.saliency[1] : 0;
-  $("cap-saliency").textContent = `saliency of the ${reply.attribute} edit (peak ${s.toPrecision(2)}) over the edited image`;
+  $("cap-saliency").textContent = reply.alpha === 0 ? "saliency: no edit at α = 0"
+    : state.hasSaliency ? `saliency of the ${reply.attribute} edit (peak ${s.toPrecision(2)}) over the edited image`
+    : "saliency: shown when the slider is released";
   for (const a of state.info.attributes) {
     const before = reply.readings.before[a.name], after = reply.readings.after[a.name];
     const span = a.high - a.low || 1;
@@ -201,12 +207,14 @@ function drawEdit(reply) {
       `model reads ${fmt(before)} → ${fmt(after)} ${a.unit}; training range ${fmt(a.low)}–${fmt(a.high)} ${a.unit}`;
   }
   drawChart(reply);
-  $("judge-note").textContent = reply.judge_note || "";
+  $("judge-note").textContent = !state.info.judge ? (reply.judge_note || "")
+    : reply.judge ? (reply.judge_note || "") : "the judge's read is shown when the slider is released";
   const out = $("last-edit");
   out.dataset.attribute = reply.attribute;
   out.dataset.alpha = String(reply.alpha);
   out.dataset.before = String(reply.readings.before[reply.attribute]);
   out.dataset.after = String(reply.readings.after[reply.attribute]);
+  out.dataset.detail = detail ? "1" : "0";
   out.value = `${reply.attribute} α=${reply.alpha}`;
   setStatus(`${reply.item}: ${reply.attribute} α = ${reply.alpha.toFixed(2)} (${reply.rule}) in ${reply.server_ms.toFixed(0)} ms`);
 }
@@ -332,9 +340,8 @@ async function exportPng() {
 async function exportJson() {
   if (!state.item) return;
   try {
-    const body = editBody();
+    const body = editBody(false);
     delete body.session;
-    delete body.saliency;
     const settings = await api("api/export", body);
     const blob = new Blob([JSON.stringify(settings, null, 1)], { type: "application/json" });
     download(`edit-settings-${state.item.replace(":", "_")}.json`, URL.createObjectURL(blob));
@@ -363,7 +370,7 @@ async function main() {
     $("rule").addEventListener("change", () => { editChannel.invalidate(); requestEdit(); });
     $("hold").addEventListener("change", () => { editChannel.invalidate(); requestEdit(); });
     $("reset").addEventListener("click", () => resetSliders(true));
-    $("show-saliency").addEventListener("change", () => { $("img-saliency").hidden = !$("show-saliency").checked; });
+    $("show-saliency").addEventListener("change", () => { $("img-saliency").hidden = !state.hasSaliency || !$("show-saliency").checked; });
     $("saliency-opacity").addEventListener("input", () => { $("img-saliency").style.opacity = $("saliency-opacity").value; });
     $("img-saliency").style.opacity = $("saliency-opacity").value;
     $("slice").addEventListener("input", () => {
