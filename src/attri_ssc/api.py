@@ -299,6 +299,10 @@ class Run:
     # ------------------------------------------------------------------ data
     def data_bundle(self):
         """The run's data on its saved patient split (:class:`~attri_ssc.data.datasets.DataBundle`), read once."""
+        with self._lock:
+            return self._data_bundle()
+
+    def _data_bundle(self):
         if self._bundle is None:
             from attri_ssc.data.datasets import build_datasets
 
@@ -354,9 +358,10 @@ class Run:
     def statistics(self):
         """The training-split statistics editing and sampling use
         (:class:`~attri_ssc.interpret.statistics.InterpretationStatistics`)."""
-        if self._stats is None:
-            self._stats = self._load_or_compute_statistics()
-        return self._stats
+        with self._lock:
+            if self._stats is None:
+                self._stats = self._load_or_compute_statistics()
+            return self._stats
 
     def _load_or_compute_statistics(self):
         from attri_ssc.interpret.statistics import (load_statistics, save_statistics, statistics_key,

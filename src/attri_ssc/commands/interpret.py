@@ -2,7 +2,8 @@
 
 * ``interpolate RUN CASE_A CASE_B --steps 8 --out PNG``: Eq. 16 between two images' codes.
 * ``edit RUN CASE --attribute NAME [--rule feedback|shift|prototype|magnitude|literal] [--no-hold-fixed] [--steps 9] --out PNG``:
-  A.5's edit strip with saliency (Figure 3).
+  A.5's edit strip with saliency (Figure 3); ``edit RUN --settings FILE --out PNG`` replays an edit
+  exported by the explorer or ``attri_ssc.Run.edit`` (and writes its images as OUT.npy).
 * ``correlations RUN --out DIR``: Table 3, atoms per attribute, W heatmap.
 * ``verify-edits RUN --out DIR``: monotonicity and leakage of edits, measured by the
   model-free judge (2D phantoms).
@@ -11,6 +12,10 @@
 
 CASE is a case id (``P012``), optionally ``P012:4`` for slice 4 of a 2D run; without a
 slice, the middle slice containing myocardium. Cases may come from any split.
+
+``interpolate``, ``edit`` and ``sample`` are faces of the Python API (``attri_ssc.load_run`` ->
+``Run.interpolate/edit/sample``), which uses the training-split statistics saved in the run folder
+(``RUN/interpretation.*``; computed from the data folder, and saved, for runs trained before them).
 """
 
 from __future__ import annotations
@@ -95,7 +100,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sample", help="generate images from a sparse prior over training codes → PNG (+ JSON)")
     common(p)
     p.add_argument("-n", type=int, default=16, help="images in the grid (default 16)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="seeds the draws from the run's code prior (fitted once, with seed 0, on the training "
+                        "codes and saved in RUN/interpretation.*)")
     p.add_argument("--split", choices=("val", "test"), default="test", help="held-out split for MMD/FID")
     p.add_argument("--weights", default=None, help="folder of attri-ssc weights fetch (FID)")
     p.add_argument("--out", type=Path, required=True, help="PNG to write; metrics go to the same name .json")

@@ -8,7 +8,8 @@ the sparse code prior (:class:`CodePrior`). :func:`compute_statistics` derives a
 one pass of the encoder over the training split; :func:`save_statistics` writes them as
 ``RUN/interpretation.safetensors`` + ``RUN/interpretation.json`` (atomic, never pickle), so a run
 folder alone suffices to edit and sample (``attri_ssc.load_run(RUN)``). ``attri-ssc train``
-writes them when training finishes; for older runs they are computed from the data folder.
+writes them when training finishes (through ``attri_ssc.Run.statistics``); for older runs
+``attri_ssc.load_run(RUN, data=DIR)`` computes them from the data folder and saves them.
 
 The JSON records a key (the SHA-256 of ``model.safetensors``, a digest of the training items'
 ids and the settings); :func:`load_statistics` returns None when the key does not match the
@@ -213,15 +214,6 @@ def load_statistics(run_dir: str | Path, expected_key: dict[str, Any] | None = N
                               f"{STATISTICS_NAME}.* files and pass data= (or --data) to recompute them") from None
 
 
-def write_run_statistics(run_dir: str | Path, model, attribute_names: Sequence[str], train) -> InterpretationStatistics:
-    """Compute the statistics of a finished run with the default settings and save them in ``run_dir``
-    (what ``attri-ssc train`` calls after the trainer returns)."""
-    key = statistics_key(run_dir, train.case_ids)
-    stats = compute_statistics(model, attribute_names, train, key)
-    save_statistics(run_dir, stats)
-    return stats
-
-
 __all__ = ["DEFAULT_PERCENTILE", "DEFAULT_PRIOR_SEED", "DEFAULT_QUANTILE", "InterpretationStatistics",
            "STATISTICS_NAME", "calibrate_units", "compute_statistics", "load_statistics", "save_statistics",
-           "statistics_key", "statistics_paths", "write_run_statistics"]
+           "statistics_key", "statistics_paths"]
