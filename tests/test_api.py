@@ -242,3 +242,17 @@ def test_edit_settings_round_trip_and_replay_through_the_cli(run, smoke_run, tmp
     bad.write_text('{"attribute": "lv_area", "alphas": [1], "colour": 3}')
     with pytest.raises(ConfigError, match="unknown field"):
         attri_ssc.EditSettings.load(bad)
+
+
+def test_judge_reads_the_ground_truth_of_phantom_slices(run):
+    """Oracle: the phantoms' mask-measured attributes (rank agreement, scipy), NaN where the judge does not measure."""
+    items = run.test_items() + run.test_items("val")
+    x = torch.stack([it["image"] for it in items])
+    judged = run.judge(x).numpy()
+    assert judged.shape == (len(items), 4)
+    for name in ("lv_area", "myo_area"):
+        col = run.attribute_index(name)
+        truth = [it["attributes"][name] for it in items]
+        assert stats.spearmanr(judged[:, col], truth).statistic > 0.8, name
+    assert np.isnan(judged[:, run.attribute_index("infarct_area")]).all()
+    assert isinstance(run.judge(x[0].numpy()), np.ndarray)
