@@ -256,3 +256,17 @@ def test_judge_reads_the_ground_truth_of_phantom_slices(run):
         assert stats.spearmanr(judged[:, col], truth).statistic > 0.8, name
     assert np.isnan(judged[:, run.attribute_index("infarct_area")]).all()
     assert isinstance(run.judge(x[0].numpy()), np.ndarray)
+
+
+def test_literal_edit_with_other_percentile_reaches_the_training_percentiles(run, batch):
+    """A.5 as printed at α = ±1: each edited atom becomes the p-th (or (100 − p)-th) percentile of its
+    training codes; numpy's percentile of the encoded training split is the oracle (p = 95, not the saved 99)."""
+    result = run.edit(batch[:2], "lv_area", [-1.0, 1.0], rule="literal", hold=[], percentile=95.0)
+    train_codes = run.encode(run.data_bundle().train.images).double().numpy()
+    weight = run.model.mapper.effective_weight().detach()[run.attribute_index("lv_area")]
+    for j in result.atoms:
+        values = train_codes[:, j].ravel()
+        upper, lower = np.percentile(values, 95.0), np.percentile(values, 5.0)
+        up, down = (upper, lower) if float(weight[j]) > 0 else (lower, upper)
+        np.testing.assert_allclose(result.codes[1][:, j].numpy(), up, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(result.codes[0][:, j].numpy(), down, rtol=1e-5, atol=1e-6)
