@@ -539,8 +539,7 @@ class Run:
         Returns:
             :class:`EditResult` with images (n, B, 1, *S), codes (n, B, K, *s), readings (n, B, |A|).
         """
-        from attri_ssc.interpret.editing import alpha_grid, edit_codes, edit_direction
-        from attri_ssc.interpret.saliency import edited_atom_saliency
+        from attri_ssc.interpret.editing import alpha_grid, edit_sweep
 
         if isinstance(images, dict) and "image" in images:
             case_id = images.get("case_id") if case_id is None else case_id
@@ -554,7 +553,7 @@ class Run:
             except ValueError as exc:
                 raise ConfigError(str(exc)) from None
         else:
-            alpha_t = torch.as_tensor(np.asarray(alphas, dtype=np.float32).reshape(-1))
+            alpha_t = torch.as_tensor(np.asarray(alphas, dtype=np.float64).reshape(-1))
         if alpha_t.numel() == 0 or not bool(((alpha_t >= -1) & (alpha_t <= 1)).all()):
             raise ConfigError(f"alphas must be values in [-1, 1], got {alpha_t.tolist()}")
         a = self.attribute_index(attribute)
@@ -570,27 +569,24 @@ class Run:
             with torch.no_grad():
                 z = model.backbone(x).codes  # (B, K, *s)
             steps = self._feedback_steps(x, z, selection, held, stats) if rule == "feedback" else None
-            edited, images_out, readings, maps = [], [], [], []
-            for alpha in alpha_t.tolist():
-                with torch.no_grad():
-                    zz = edit_codes(z, selection, stats.bounds, alpha, rule, active_only, prototypes, steps)
-                    img = model.backbone.decode_codes(zz)
-                    reread = model.mapper(model.backbone(img.clamp(0.0, 1.0)).codes)
-                edited.append(zz)
-                images_out.append(img)
-                readings.append(self._physical(reread).float())
-                if saliency:
-                    direction = edit_direction(z, selection, stats.bounds, alpha, rule, active_only, prototypes, steps)
-                    maps.append(edited_atom_saliency(model.backbone.decode_codes, zz, selection.atoms, direction))
+            sweep = edit_sweep(model, x, selection, stats.bounds, alpha_t, rule, active_only, saliency=saliency,
+                               prototypes=prototypes, steps=steps)  # rows α-major: (n·B, ...)
+            with torch.no_grad():
+                reread = model.mapper(model.backbone(sweep.images.to(self.device).clamp(0.0, 1.0)).codes)
+        n, b = alpha_t.numel(), x.shape[0]
+
+        def split(t: Tensor) -> Tensor:
+            return t.reshape(n, b, *t.shape[1:])
+
         settings = EditSettings(attribute=attribute, alphas=[float(v) for v in alpha_t.tolist()], rule=rule,
                                 hold=[self.attribute_names[o] for o in held], atoms=list(selection.atoms),
                                 run=str(self.run_dir), case_id=case_id, slice=slice, top_k=top_k,
                                 active_only=active_only, exclusive=exclusive)
-        return EditResult(images=_back(torch.stack(images_out), as_numpy, given),
-                          codes=_back(torch.stack(edited), as_numpy, given),
-                          readings=_back(torch.stack(readings), as_numpy, given),
+        return EditResult(images=_back(split(sweep.images), as_numpy, given),
+                          codes=_back(split(sweep.codes), as_numpy, given),
+                          readings=_back(split(self._physical(reread).float()), as_numpy, given),
                           alphas=settings.alphas, atoms=list(selection.atoms), settings=settings,
-                          saliency=_back(torch.stack(maps), as_numpy, given) if saliency else None)
+                          saliency=_back(split(sweep.saliency), as_numpy, given) if saliency else None)
 
     def _feedback_steps(self, x: Tensor, z: Tensor, selection, held: tuple[int, ...], stats):
         """The ``feedback`` rule's per-image steps (``interpret/editing.py``), searched once per image,
