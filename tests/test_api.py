@@ -270,3 +270,23 @@ def test_literal_edit_with_other_percentile_reaches_the_training_percentiles(run
         up, down = (upper, lower) if float(weight[j]) > 0 else (lower, upper)
         np.testing.assert_allclose(result.codes[1][:, j].numpy(), up, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(result.codes[0][:, j].numpy(), down, rtol=1e-5, atol=1e-6)
+
+
+def test_train_command_warns_when_the_statistics_cannot_be_computed(smoke_run, phantom_dir, tmp_path, monkeypatch,
+                                                                   capsys):
+    from attri_ssc.commands.train import save_interpretation_statistics
+    from attri_ssc.interpret import statistics
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(smoke_run, run_dir)
+    for f in run_dir.glob("interpretation.*"):
+        f.unlink()
+
+    def too_small(*args, **kwargs):
+        raise ValueError("codes must be (N >= 2, K, *spatial)")
+
+    monkeypatch.setattr(statistics, "compute_statistics", too_small)
+    save_interpretation_statistics(run_dir, phantom_dir)  # training succeeded: a warning, not a failure
+    err = capsys.readouterr().err
+    assert "warning: the model is saved, but not the statistics" in err and "N >= 2" in err
+    assert not (run_dir / "interpretation.json").exists()

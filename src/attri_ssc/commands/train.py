@@ -57,6 +57,14 @@ def save_interpretation_statistics(run_dir: Path, data_dir: Path) -> None:
     split (bounds, prototypes, calibration, attribute ranges, code prior), so that
     ``attri_ssc.load_run(RUN)`` alone suffices (the training layer does not import ``interpret``)."""
     from attri_ssc.api import load_run
+    from attri_ssc.errors import AttriSSCError
 
-    run = load_run(run_dir, data=data_dir)
-    run.statistics  # computed from the run's training split and saved in the run folder
+    try:
+        load_run(run_dir, data=data_dir).statistics  # computed from the training split, saved in the run folder
+    except (AttriSSCError, ValueError) as exc:  # e.g. a training split too small for the code prior
+        print(f"attri-ssc train: warning: the model is saved, but not the statistics that editing and sampling "
+              f"need ({run_dir / 'interpretation.json'}): {exc}", file=sys.stderr)
+        return
+    if not (run_dir / "interpretation.json").is_file():  # the folder refused the write (read-only, full disk)
+        print(f"attri-ssc train: warning: could not write {run_dir / 'interpretation.json'}; "
+              f"attri_ssc.load_run(RUN, data=DIR) computes it when needed", file=sys.stderr)
