@@ -36,10 +36,11 @@ import torch
 from torch import Tensor
 
 from attri_ssc.errors import CheckpointError, ConfigError, DataError
+from attri_ssc.interpret.edit_references import DEFAULT_RULE
 
-#: The edit rules :meth:`Run.edit` offers (``feedback`` is the default; see ``interpret/editing.py``).
+#: The edit rules :meth:`Run.edit` offers (``feedback``, :data:`DEFAULT_RULE`, is the default; see
+#: ``interpret/editing.py``).
 EDIT_RULES = ("feedback", "shift", "prototype", "magnitude", "literal")
-DEFAULT_RULE = "feedback"
 #: Feedback searches :class:`Run` keeps (per image, attribute, atoms and holds).
 FEEDBACK_CACHE_SIZE = 64
 
