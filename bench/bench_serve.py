@@ -24,7 +24,7 @@ The run: ``--run`` or the demo model (``runs/demo/runs/attri_ssc`` from ``make d
 one, a smoke run is trained in a temporary folder and the records say so (``model``: the
 demo figures are then pending). The machine is shared: every record carries the load average.
 
-Usage: python bench/bench_serve.py [--run RUN --data DIR] [--attributes 2] [--clients 8 --edits 50]
+Usage: python bench/bench_serve.py [--run RUN --data DIR] [--attributes 2] [--clients 8 --edits 50] [--rule shift]
 """
 
 from __future__ import annotations
@@ -80,7 +80,8 @@ class Server:
         if threads:
             argv += ["--threads", str(threads)]
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
-        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        # from the repository root, where make demo's relative paths (data.cache_dir) point
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
         line = self.proc.stdout.readline()
         match = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
         if match is None:
@@ -109,7 +110,7 @@ def edit(client, body: dict) -> tuple[float, dict | None, int]:
     return wall, (reply.json() if reply.status_code == 200 else None), reply.status_code
 
 
-def slider_updates(url: str, items: list[dict], attributes: list[str], moves: int, model: str) -> None:
+def slider_updates(url: str, items: list[dict], attributes: list[str], moves: int, model: str, rule: str) -> None:
     import httpx
 
     first, wall, server, release = [], [], [], []
@@ -119,12 +120,14 @@ def slider_updates(url: str, items: list[dict], attributes: list[str], moves: in
         order = [a for a in GRID if a != 0.0]
         random.Random(0).shuffle(order)
         for attribute in attributes:
-            seconds, reply, status = edit(client, {"item": item, "attribute": attribute, "alpha": order[0]})
+            seconds, reply, status = edit(client, {"item": item, "attribute": attribute, "alpha": order[0],
+                                                   "rule": rule})
             if reply is None:
                 raise SystemExit(f"first move failed with HTTP {status}")
             first.append(seconds)
             for k, alpha in enumerate(order[1:moves + 1]):
-                drag = {"item": item, "attribute": attribute, "alpha": alpha, "saliency": False, "judge": False}
+                drag = {"item": item, "attribute": attribute, "alpha": alpha, "rule": rule, "saliency": False,
+                        "judge": False}
                 seconds, reply, status = edit(client, drag)
                 if reply is None:
                     raise SystemExit(f"slider update failed with HTTP {status}")
@@ -135,21 +138,22 @@ def slider_updates(url: str, items: list[dict], attributes: list[str], moves: in
                     if reply is None:
                         raise SystemExit(f"release update failed with HTTP {status}")
                     release.append(seconds)
-    emit({"bench": "serve_first_move", "model": model, "rule": "feedback", "attributes": attributes,
+    emit({"bench": "serve_first_move", "model": model, "rule": rule, "attributes": attributes,
           "s": [round(x, 3) for x in first], "median_s": round(statistics.median(first), 3),
           "target_s": 2.0, "met": statistics.median(first) <= 2.0})
     med, p95 = statistics.median(wall) * 1000, percentile(wall, 95) * 1000
-    emit({"bench": "serve_slider_update", "model": model, "rule": "feedback", "n": len(wall),
+    emit({"bench": "serve_slider_update", "model": model, "rule": rule, "n": len(wall),
           "median_ms": round(med, 1), "p95_ms": round(p95, 1),
           "server_median_ms": round(statistics.median(server) * 1000, 1),
           "server_p95_ms": round(percentile(server, 95) * 1000, 1),
           "target_median_ms": 150, "target_p95_ms": 300, "met": med <= 150 and p95 <= 300})
-    emit({"bench": "serve_release_update", "model": model, "rule": "feedback", "n": len(release),
+    emit({"bench": "serve_release_update", "model": model, "rule": rule, "n": len(release),
           "median_ms": round(statistics.median(release) * 1000, 1), "p95_ms": round(percentile(release, 95) * 1000, 1),
           "includes": "saliency (JVP through the decoder) and the judge's read"})
 
 
-def concurrency(url: str, items: list[dict], attributes: list[str], clients: int, edits: int, model: str) -> None:
+def concurrency(url: str, items: list[dict], attributes: list[str], clients: int, edits: int, model: str,
+                rule: str) -> None:
     import httpx
 
     latencies: list[float] = []
@@ -162,7 +166,7 @@ def concurrency(url: str, items: list[dict], attributes: list[str], clients: int
         attribute = attributes[k % len(attributes)]
         with httpx.Client(base_url=url, timeout=60) as client:
             for _ in range(edits):
-                body = {"item": item, "attribute": attribute, "alpha": round(rng.uniform(-1, 1), 4),
+                body = {"item": item, "attribute": attribute, "alpha": round(rng.uniform(-1, 1), 4), "rule": rule,
                         "saliency": False, "judge": False}  # as the page sends while a slider moves
                 seconds, reply, status = edit(client, body)
                 with lock:
@@ -177,7 +181,7 @@ def concurrency(url: str, items: list[dict], attributes: list[str], clients: int
     for t in threads:
         t.join()
     total = time.perf_counter() - started
-    emit({"bench": "serve_concurrency", "model": model, "clients": clients, "edits_per_client": edits,
+    emit({"bench": "serve_concurrency", "model": model, "rule": rule, "clients": clients, "edits_per_client": edits,
           "requests": len(latencies), "errors": len(errors), "error_examples": errors[:3],
           "p50_ms": round(percentile(latencies, 50) * 1000, 1), "p95_ms": round(percentile(latencies, 95) * 1000, 1),
           "max_ms": round(max(latencies) * 1000, 1), "seconds": round(total, 1),
@@ -190,9 +194,10 @@ def main() -> int:
     parser.add_argument("--data", type=Path, default=None, help="its data folder (default: the one it recorded)")
     parser.add_argument("--attributes", type=int, default=2, help="sliders to move on the timed image (default 2)")
     parser.add_argument("--moves", type=int, default=30, help="slider updates per attribute after the first (<= 39)")
-    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--clients", type=int, default=8, help="concurrent clients (0: skip that part)")
     parser.add_argument("--edits", type=int, default=50)
     parser.add_argument("--threads", type=int, default=0, help="torch threads of the server (0: torch's default)")
+    parser.add_argument("--rule", default="feedback", help="edit rule (default feedback, the page's default)")
     args = parser.parse_args()
 
     temp = None
@@ -218,8 +223,9 @@ def main() -> int:
         names = [a["name"] for a in info["attributes"]]
         emit({"bench": "serve_setup", "model": model, "run": str(run), "image_shape": info["image_shape"],
               "items": len(items), "server_threads": args.threads or "torch default", "load_at_start": load_avg()})
-        slider_updates(server.url, items, names[:max(1, args.attributes)], min(args.moves, 39), model)
-        concurrency(server.url, items[1:] or items, names, args.clients, args.edits, model)
+        slider_updates(server.url, items, names[:max(1, args.attributes)], min(args.moves, 39), model, args.rule)
+        if args.clients > 0:
+            concurrency(server.url, items[1:] or items, names, args.clients, args.edits, model, args.rule)
     finally:
         server.close()
         if temp is not None:

@@ -354,7 +354,8 @@ async function exportJson() {
 async function main() {
   try {
     state.info = await api("api/info");
-    $("run-name").textContent = `${state.info.run} · ${state.info.spatial_dims}D`;
+    $("run-name").textContent = `${state.info.run.split("/").slice(-4).join("/")} · ${state.info.spatial_dims}D`;
+    $("run-name").title = state.info.run;
     $("rule").replaceChildren(...state.info.rules.map((r) => new Option(r, r, r === state.info.default_rule, r === state.info.default_rule)));
     if (state.info.slices) {
       $("slice-control").hidden = false;
