@@ -420,3 +420,41 @@ def test_serve_command_with_a_taken_port_is_a_clear_error(smoke_run, capsys):
         port = taken.getsockname()[1]
         assert main(["serve", str(smoke_run), "--port", str(port)]) == 2
     assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------- 3D
+@pytest.mark.slow
+def test_3d_run_gets_a_slice_slider_and_volume_attributes(tmp_path_factory):
+    """A tiny 3D run (8 × 32 × 32 volumes): the shown slice is the edited volume's slice, volume
+    attributes in mL, no judge (it measures 2D slices), slices outside the volume refused."""
+    from attri_ssc.cli import main
+
+    root = tmp_path_factory.mktemp("serve3d")
+    assert main(["generate-phantoms", str(root / "data"), "--n-cases", "8", "--seed", "5"]) == 0
+    sets = ["data.spatial_dims=3", "model.spatial_dims=3", "data.spacing_mm=4.0", "data.n_slices=8",
+            "model.input_size=[8,32,32]", "data.split_fractions=[0.5,0.25,0.25]",
+            "data.attributes=[lv_volume,myo_volume]", "train.num_threads=1", f"data.cache_dir={root / 'cache'}",
+            "stages.0.steps=4", "stages.1.steps=3", "stages.2.steps=3"]
+    argv = ["train", "--data", str(root / "data"), "--config", "smoke", "--out", str(root / "run"), "--no-progress"]
+    assert main([*argv, *[a for s in sets for a in ("--set", s)]]) == 0
+    run = attri_ssc.load_run(root / "run")
+    with TestClient(create_app(run)) as c:
+        info = c.get("/api/info").json()
+        assert info["spatial_dims"] == 3 and info["slices"] == 8 and info["judge"] is False
+        assert {a["unit"] for a in info["attributes"]} == {"mL"}
+        item = c.get("/api/items").json()["items"][0]
+        assert item["slice"] is None
+        volume = run.test_items()[0]["image"]
+        direct = run.edit(volume, "lv_volume", [0.5], "feedback", saliency=False)
+        planes = []
+        for s in (2, 5):
+            got = c.post("/api/edit", json={"item": item["id"], "attribute": "lv_volume", "alpha": 0.5, "slice": s,
+                                            "saliency": False, "judge": False}).json()
+            assert got["slice"] == s and got["judge"] is None
+            np.testing.assert_array_equal(pixels(got["images"]["original"]), grey(volume[0, s]))
+            edited = pixels(got["images"]["edited"]).astype(int)
+            assert np.abs(edited - grey(direct.images[0, 0, 0, s]).astype(int)).max() <= 1
+            planes.append(edited)
+        assert not np.array_equal(*planes)
+        bad = c.post("/api/edit", json={"item": item["id"], "attribute": "lv_volume", "alpha": 0.5, "slice": 8})
+        assert bad.status_code == 422 and bad.json()["field"] == "slice"

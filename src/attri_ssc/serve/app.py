@@ -91,7 +91,7 @@ def create_app(run, limits: UploadLimits = UploadLimits(), gallery_limit: int = 
     @app.get("/api/items")
     async def items() -> dict[str, Any]:
         """The gallery: held-out items of the run's data and uploaded ones, with PNG thumbnails."""
-        ex = explorer()
+        ex = explorer()  # answered on the event loop, never behind model work
         return {"items": ex.gallery(), "note": ex.gallery_note}
 
     @app.post("/api/edit", response_model=EditResponse, responses=ERRORS)

@@ -1,9 +1,10 @@
 """The explorer's state: one run, its gallery, uploaded cases and the edits already computed.
 
 Everything here is synchronous and runs on the :class:`~attri_ssc.serve.worker.ModelWorker`
-thread; the model is only ever touched through the public API (:class:`attri_ssc.Run`).
+thread (except :meth:`Explorer.gallery`, which only lists items); the model is only ever
+touched through the public API (:class:`attri_ssc.Run`).
 
-A slider move is one call of :meth:`attri_ssc.Run.edit` with that α (and saliency): the
+A slider move is one call of :meth:`attri_ssc.Run.edit` with that α (saliency when asked): the
 ``feedback`` rule's per-image step search runs on the first move of an attribute's slider for
 an image (the run caches the steps), every later move only edits, decodes and re-reads. The
 reconstruction (α = 0, the same under every rule) is computed once per item without any search;
@@ -17,6 +18,7 @@ from __future__ import annotations
 import itertools
 import shutil
 import tempfile
+import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -83,6 +85,7 @@ class Explorer:
         self.run = run
         self.limits = limits
         self.items: dict[str, Item] = {}
+        self._items_lock = threading.Lock()  # items change on the model thread, are listed on the event loop
         self._frames: OrderedDict[tuple, Frame] = OrderedDict()
         self._interpolations: OrderedDict[tuple, np.ndarray] = OrderedDict()
         self._upload_root = Path(tempfile.mkdtemp(prefix="attri-ssc-serve-"))
@@ -112,7 +115,10 @@ class Explorer:
         }
 
     def gallery(self) -> list[dict[str, Any]]:
-        return [self.gallery_entry(item) for item in self.items.values()]
+        """The gallery (safe to call from the event loop while the model thread adds uploads)."""
+        with self._items_lock:
+            items = list(self.items.values())
+        return [self.gallery_entry(item) for item in items]
 
     def gallery_entry(self, item: Item) -> dict[str, Any]:
         return {"id": item.id, "case_id": item.case_id, "slice": item.slice, "source": item.source,
@@ -139,7 +145,8 @@ class Explorer:
         item = Item(item_id, case_id, None if slice_index is None else int(slice_index), source, image, attrs,
                     upload=upload)
         item.thumbnail = imaging.grey_png(imaging.to_plane(image))
-        self.items[item_id] = item
+        with self._items_lock:
+            self.items[item_id] = item
         return item
 
     def item(self, item_id: str, field_name: str = "item") -> Item:
@@ -385,8 +392,9 @@ class Explorer:
         self._uploads[upload_id] = [it.id for it in added]
         while len(self._uploads) > MAX_UPLOADS:
             _, old = self._uploads.popitem(last=False)
-            for item_id in old:
-                self.items.pop(item_id, None)
+            with self._items_lock:
+                for item_id in old:
+                    self.items.pop(item_id, None)
         return added
 
     def close(self) -> None:
