@@ -458,3 +458,17 @@ def test_3d_run_gets_a_slice_slider_and_volume_attributes(tmp_path_factory):
         assert not np.array_equal(*planes)
         bad = c.post("/api/edit", json={"item": item["id"], "attribute": "lv_volume", "alpha": 0.5, "slice": 8})
         assert bad.status_code == 422 and bad.json()["field"] == "slice"
+
+
+def test_serve_without_the_web_packages_names_the_extra(smoke_run, monkeypatch, capsys):
+    import importlib.util
+
+    from attri_ssc.cli import main
+    from attri_ssc.serve import missing_packages
+
+    assert missing_packages() == []  # the test extra installs them
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "uvicorn" else real(name, *a))
+    assert main(["serve", str(smoke_run)]) == 2
+    err = capsys.readouterr().err
+    assert "uvicorn" in err and "pip install 'attri-ssc[serve]'" in err

@@ -11,10 +11,8 @@ from pathlib import Path
 
 from attri_ssc.errors import ConfigError
 
-EXAMPLE = """example:
-  attri-ssc serve runs/demo/runs/attri_ssc            # then open http://127.0.0.1:8765
-  attri-ssc serve RUN --data DATA --port 9000         # a run whose data folder has moved
-The JSON API behind the page is documented at http://127.0.0.1:8765/docs."""
+NOTE = """Open the printed address in a browser. The JSON API behind the page is documented at
+http://127.0.0.1:PORT/docs (docs/explorer.md)."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Serve a page that edits a trained run's attributes live: gallery of held-out "
                                    "images and uploads, one slider per attribute, re-reads before/after, "
                                    "interpolation, export. Binds 127.0.0.1 unless --host says otherwise.",
-                       epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       epilog=NOTE, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run", type=Path, help="run folder written by attri-ssc train (an attri_ssc run)")
     p.add_argument("--data", type=Path, default=None,
                    help="data folder (default: the one the run recorded); gives the gallery its held-out images")
