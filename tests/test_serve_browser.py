@@ -15,6 +15,7 @@ Environment:
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -108,6 +109,15 @@ def test_moving_a_slider_edits_the_image_and_the_reread_follows(server, tmp_path
             page.wait_for_selector(f"#last-edit[data-attribute='{attribute}'][data-alpha='1'][data-detail='1']",
                                    state="attached", timeout=240_000)
             assert page.locator("#img-saliency").is_visible()
+            # export: a PNG of the panel and the settings that replay the edit
+            with page.expect_download(timeout=60_000) as png:
+                page.click("#export-png")
+            assert Path(png.value.path()).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+            with page.expect_download(timeout=240_000) as settings:
+                page.click("#export-json")
+            exported = json.loads(Path(settings.value.path()).read_text())
+            assert exported["attribute"] == attribute and exported["alphas"] == [1.0]
+            assert exported["rule"] == "feedback" and exported["case_id"]
             page.wait_for_timeout(300)
             assert not errors, errors
             target = Path(os.environ.get("ATTRI_SSC_EXPLORER_SCREENSHOT") or tmp_path / "explorer.png")
