@@ -411,7 +411,9 @@ def train(cfg: ExperimentConfig, data_dir: str | Path, run_dir: str | Path, resu
     :class:`~attri_ssc.errors.RunLockedError` before anything is read or written."""
     from attri_ssc.run_lock import run_lock
 
-    cfg.validate()  # an invalid config creates no run folder
+    cfg.validate()  # preflight errors create no run folder (the lock would)
+    if cfg.train.tensorboard:
+        require_tensorboard()
     with run_lock(run_dir, create=not resume):
         return _train(cfg, data_dir, run_dir, resume, force, progress, init_from)
 
