@@ -16,6 +16,7 @@ slice, the middle slice containing myocardium. Cases may come from any split.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +29,13 @@ DEFAULT_RULE = "feedback"
 
 # ---------------------------------------------------------------------------- registration
 def register(sub: argparse._SubParsersAction) -> None:
+    from attri_ssc.commands.data_options import add_layout_argument
+
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("run", type=Path, help="run folder written by attri-ssc train")
         p.add_argument("--data", type=Path, default=None, help="data folder (default: the one the run used)")
         p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+        add_layout_argument(p)
 
     p = sub.add_parser("interpolate", help="latent interpolation between two images (Eq. 16) → PNG")
     common(p)
@@ -98,8 +102,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 # ---------------------------------------------------------------------------- shared helpers
-def load_run_and_data(run_dir: Path, data_dir: Path | None, device: str = "cpu"):
-    """(LoadedRun, DataBundle) for an Attri-SSC-VAE run; errors name what is wrong."""
+def load_run_and_data(run_dir: Path, data_dir: Path | None, device: str = "cpu", layout: str | None = None):
+    """(LoadedRun, DataBundle) for an Attri-SSC-VAE run; errors name what is wrong. The data
+    folder is read in the layout the run recorded unless ``layout`` names another."""
     from attri_ssc.data.datasets import build_datasets
     from attri_ssc.runs import load_run
 
@@ -107,9 +112,10 @@ def load_run_and_data(run_dir: Path, data_dir: Path | None, device: str = "cpu")
     if run.family != "attri_ssc":
         raise ConfigError(f"{run_dir} is a {run.family!r} run; interpretation needs an attri_ssc run")
     folder = Path(data_dir) if data_dir is not None else Path(run.data_dir or "")
-    if not str(folder) or not folder.is_dir():
+    if not str(folder) or not folder.exists():
         raise DataError(f"data folder not found: {folder or '(none recorded)'}; pass --data")
-    bundle = build_datasets(folder, run.config.data, split=run.split or None)  # the run's own split
+    data_cfg = run.config.data if layout is None else dataclasses.replace(run.config.data, layout=layout)
+    bundle = build_datasets(folder, data_cfg, split=run.split or None)  # the run's own split
     return run, bundle
 
 
@@ -241,7 +247,7 @@ def _interpolate(args: argparse.Namespace) -> int:
     _check_png(args.out)
     if args.steps < 2:
         raise ConfigError(f"--steps must be >= 2, got {args.steps}")
-    run, bundle = load_run_and_data(args.run, args.data, args.device)
+    run, bundle = load_run_and_data(args.run, args.data, args.device, args.layout)
     ds_a, ia = resolve_item(bundle, args.case_a)
     ds_b, ib = resolve_item(bundle, args.case_b)
     result = interpolate(run.model.backbone, ds_a[ia]["image"], ds_b[ib]["image"], steps=args.steps)
@@ -263,7 +269,7 @@ def _edit(args: argparse.Namespace) -> int:
         alphas = alpha_grid(args.steps)
     except ValueError as exc:
         raise ConfigError(f"--steps: {exc}") from None
-    run, bundle = load_run_and_data(args.run, args.data, args.device)
+    run, bundle = load_run_and_data(args.run, args.data, args.device, args.layout)
     a = attribute_index(run, args.attribute)
     ds, i = resolve_item(bundle, args.case)
     train_codes = collect_codes(run.model.backbone, bundle.train.images)  # bounds, prototypes and units
@@ -305,7 +311,7 @@ def _correlations(args: argparse.Namespace) -> int:
     from attri_ssc.io_utils import write_json, write_text
     from attri_ssc.reports.figures import weight_heatmap
 
-    run, bundle = load_run_and_data(args.run, args.data, args.device)
+    run, bundle = load_run_and_data(args.run, args.data, args.device, args.layout)
     ds = _split(bundle, args.split)
     pred = predict(run, ds)
     weight = run.model.mapper.effective_weight().detach().cpu().numpy()
@@ -334,7 +340,7 @@ def _verify(args: argparse.Namespace) -> int:
         raise ConfigError(f"unknown --variant {', '.join(unknown)}; choose from: {', '.join(known)}")
     variants = [v for v in VARIANTS if args.variant is None or v.name in args.variant]
     _check_quantile(args.quantile)
-    run, bundle = load_run_and_data(args.run, args.data, args.device)
+    run, bundle = load_run_and_data(args.run, args.data, args.device, args.layout)
     if run.config.data.spatial_dims != 2:
         raise ConfigError("verify-edits measures 2D slices; this run is 3D")
     spacing = float(run.config.data.spacing_mm)
@@ -373,7 +379,7 @@ def _sample(args: argparse.Namespace) -> int:
     _check_png(args.out)
     if args.n < 1:
         raise ConfigError(f"-n must be >= 1, got {args.n}")
-    run, bundle = load_run_and_data(args.run, args.data, args.device)
+    run, bundle = load_run_and_data(args.run, args.data, args.device, args.layout)
     backbone = run.model.backbone
     prior = CodePrior(seed=args.seed).fit(collect_codes(backbone, bundle.train.images))
     held = _split(bundle, args.split).images

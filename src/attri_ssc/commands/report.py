@@ -7,11 +7,14 @@ from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from attri_ssc.commands.data_options import add_layout_argument
+
     p = sub.add_parser("interpret-all", help="interpolation, an edit strip per attribute, edit verification, "
                                              "correlations and samples for one run → DIR/interpret.json + PNGs")
     p.add_argument("run", type=Path)
     p.add_argument("--out", type=Path, required=True, help="figure folder")
     p.add_argument("--data", type=Path, default=None)
+    add_layout_argument(p)
     p.add_argument("--weights", default=None, help="folder of attri-ssc weights fetch (sample FID)")
     p.add_argument("--n-images", type=int, default=24, help="held-out images for edit verification")
     p.set_defaults(func=_interpret_all)
@@ -31,8 +34,10 @@ def _interpret_all(args: argparse.Namespace) -> int:
 
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
-    run, bundle = load_run_and_data(args.run, args.data)
-    data = ["--data", str(args.data)] if args.data else []
+    from attri_ssc.commands.data_options import layout_argv
+
+    run, bundle = load_run_and_data(args.run, args.data, layout=args.layout)
+    data = (["--data", str(args.data)] if args.data else []) + layout_argv(args)
     test = bundle.test
     names = list(run.attribute_names)
 

@@ -8,6 +8,8 @@ density. Reports render this JSON; they never touch models.
 
 from __future__ import annotations
 
+import dataclasses
+
 import math
 import time
 from pathlib import Path
@@ -134,15 +136,18 @@ def evaluate_predictions(run: LoadedRun, preds: Predictions, weights_dir: str | 
 
 
 def evaluate_run(run_dir: str | Path, data_dir: str | Path | None = None, split: str = "test",
-                 weights_dir: str | None = None, progress: bool = True) -> dict[str, Any]:
-    """Evaluate ``run_dir`` on ``split`` and write ``RUN/results.json``; returns the results."""
+                 weights_dir: str | None = None, progress: bool = True, layout: str | None = None) -> dict[str, Any]:
+    """Evaluate ``run_dir`` on ``split`` and write ``RUN/results.json``; returns the results.
+
+    The data folder is read in the layout the run recorded (``layout`` overrides it)."""
     from attri_ssc.data.datasets import build_datasets
 
     started = time.perf_counter()
     run = load_run(run_dir)
     data_dir = Path(data_dir or run.data_dir)
     # the split the run was trained on (its split.json), not one drawn again
-    bundle = build_datasets(data_dir, run.config.data, split=run.split or None)
+    data_cfg = run.config.data if layout is None else dataclasses.replace(run.config.data, layout=layout)
+    bundle = build_datasets(data_dir, data_cfg, split=run.split or None)
     dataset = getattr(bundle, split, None)
     if dataset is None or len(dataset) < 2:
         raise DataError(f"split {split!r} of {data_dir} has fewer than 2 samples")
