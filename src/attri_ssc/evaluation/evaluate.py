@@ -153,7 +153,11 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path | None = None, split:
         raise DataError(f"split {split!r} of {data_dir} has fewer than 2 samples")
     preds = predict(run, dataset, progress=progress)
     results = evaluate_predictions(run, preds, weights_dir)
-    results.update({"run": str(run_dir), "data_dir": str(data_dir), "split": split,
+    groups: dict[str, int] = {}
+    for cid in dataset.case_ids:  # items per group (EMIDEC N/P, ACDC pathology group, manifest group)
+        groups[bundle.groups.get(cid, "")] = groups.get(bundle.groups.get(cid, ""), 0) + 1
+    results.update({"run": str(run_dir), "data_dir": str(data_dir), "split": split, "layout": bundle.layout,
+                    "items_per_group": dict(sorted(groups.items())),
                     "attribute_names": list(run.attribute_names), "config_name": run.config.name,
                     "seed": run.config.train.seed, "eval_time_s": time.perf_counter() - started})
     write_json(Path(run_dir) / RESULTS_NAME, results)

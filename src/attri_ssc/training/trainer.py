@@ -441,7 +441,8 @@ def train(cfg: ExperimentConfig, data_dir: str | Path, run_dir: str | Path, resu
             raise ConfigError(str(exc)) from exc
     schedule = BatchSchedule(bundle.train, cfg.train.batch_size, cfg.train.seed, info, cfg.train.augment)
     run_extra = {"attribute_names": list(names), "scaler": bundle.scaler.to_dict(), "split": bundle.split,
-                 "data_dir": str(data_dir), "init_from": str(init_from) if init_from is not None else None}
+                 "data_dir": str(data_dir), "init_from": str(init_from) if init_from is not None else None,
+                 "layout": bundle.layout, "groups": bundle.groups}
     if info.is_main:
         write_text(run_dir / "config.yaml", dump_yaml(cfg))
         write_json(run_dir / "split.json", bundle.split)
