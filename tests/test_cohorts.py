@@ -94,7 +94,7 @@ def test_layout_detection_and_its_errors(folders, tmp_path):
         detect_layout(mixed)
     assert scan_folder(mixed, layout="emidec").layout == "emidec"  # --layout settles it
     (tmp_path / "empty").mkdir()
-    with pytest.raises(DataError, match="cannot tell the data layout"):
+    with pytest.raises(DataError, match="no cases found in any layout"):
         detect_layout(tmp_path / "empty")
 
 

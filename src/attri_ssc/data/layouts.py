@@ -64,7 +64,7 @@ def detect_layout(path: str | Path) -> str:
     if len(found) == 1:
         return found[0][0]
     if not found:
-        raise DataError(f"{path}: cannot tell the data layout: no {MANIFEST_NAME} (manifest), no patientNNN/Info.cfg "
+        raise DataError(f"{path}: no cases found in any layout: no {MANIFEST_NAME} (manifest), no patientNNN/Info.cfg "
                         "folders (acdc), no Case_<id>/Images folders (emidec)")
     listing = "; ".join(f"{what} ({name})" for name, what in found)
     raise DataError(f"{path}: the folder looks like several layouts: {listing}; name one with --layout "
