@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from attri_ssc.data.attributes import LABEL_CAVITY
 from attri_ssc.data.cohort import CohortCase, inspect_volumes
 from attri_ssc.data.emidec import Problem
 from attri_ssc.data.labels import ACDC_LABELS, LabelMap
@@ -123,7 +124,7 @@ def frame_paths(folder: Path, frame: int) -> tuple[Path, Path]:
 def _lv_volume_ml(case: CohortCase) -> float:
     mask = case.load_mask()
     sx, sy, sz = case.spacing
-    return float((mask == 1).sum()) * sx * sy * sz / 1000.0
+    return float((mask == LABEL_CAVITY).sum()) * sx * sy * sz / 1000.0
 
 
 def scan_acdc(root: str | Path, check_arrays: bool = False,

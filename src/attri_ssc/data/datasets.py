@@ -45,6 +45,7 @@ from attri_ssc.data.attributes import ATTRIBUTES, IMAGE_ATTRIBUTES, NEEDS_STRUCT
 from attri_ssc.data.cache import cached, content_key
 from attri_ssc.data.config import DataConfig
 from attri_ssc.data.emidec import EmidecCase
+from attri_ssc.data.labels import EMIDEC_LABELS
 from attri_ssc.data.layouts import open_with_config, resolve_data_config
 from attri_ssc.data.preprocess import PreprocessParams, pad_slices, preprocess_stack
 from attri_ssc.data.splits import stratified_split
@@ -263,8 +264,7 @@ def prepare_case(case: EmidecCase, params: PreprocessParams, cache_dir: str | Pa
 
     extra = {}
     label_map = getattr(case, "label_map", None)
-    if label_map is not None and label_map.values != {0: "background", 1: "lv_cavity", 2: "myocardium",
-                                                      3: "infarct", 4: "no_reflow"}:
+    if label_map is not None and label_map != EMIDEC_LABELS:
         extra["label_map"] = label_map.to_dict()  # EMIDEC's map keeps the keys of caches made before label maps
     key = content_key(
         [case.image_path, case.mask_path, case.clean_path],

@@ -47,7 +47,8 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from attri_ssc.data.attributes import IMAGE_ATTRIBUTES
+from attri_ssc.data.attributes import (IMAGE_ATTRIBUTES, LABEL_CAVITY, LABEL_INFARCT, LABEL_MYOCARDIUM,
+                                       LABEL_NO_REFLOW, LABEL_RV)
 from attri_ssc.data.clinical import FIELDS, format_clinical
 from attri_ssc.data.emidec import CLEAN_DIRNAME, GROUND_TRUTH_CSV, GROUND_TRUTH_JSON
 from attri_ssc.io_utils import atomic_write, write_json
@@ -311,8 +312,8 @@ def _render(
     labels = np.zeros((nx, ny, nz), dtype=np.uint8)
     cav = rad < r_in
     myo = (rad >= r_in) & (rad < r_out)
-    labels[cav] = 1
-    labels[myo] = 2
+    labels[cav] = LABEL_CAVITY
+    labels[myo] = LABEL_MYOCARDIUM
     inf, nr = f["infarct"], f["no_reflow"]
     if inf["present"]:
         in_slices = np.isin(np.arange(nz), inf["slices"])
@@ -322,7 +323,7 @@ def _render(
             & (rad < r_in + inf["transmurality"] * t)
             & in_slices
         )
-        labels[m] = 3
+        labels[m] = LABEL_INFARCT
     if nr["present"]:
         in_slices = np.isin(np.arange(nz), nr["slices"])
         m = (
@@ -331,7 +332,7 @@ def _render(
             & (rad < r_in + nr["transmurality"] * t)
             & in_slices
         )
-        labels[m] = 4
+        labels[m] = LABEL_NO_REFLOW
 
     # Body (ellipse) of textured tissue in air.
     ax, ay = f["body_semi_axes_frac"][0] * nx * sx, f["body_semi_axes_frac"][1] * ny * sy
@@ -351,12 +352,12 @@ def _render(
     rv_wall = (rad_rv < r_rv + 3.0) & outside_lv & ~rv_blood
     clean[rv_wall] = lev["rv_wall"]
     clean[rv_blood] = lev["rv_blood"]
-    clean[labels == 1] = lev["lv_blood"]
-    clean[labels == 2] = lev["myocardium"]
-    clean[labels == 3] = lev["infarct"]
-    clean[labels == 4] = lev["no_reflow"]
+    clean[labels == LABEL_CAVITY] = lev["lv_blood"]
+    clean[labels == LABEL_MYOCARDIUM] = lev["myocardium"]
+    clean[labels == LABEL_INFARCT] = lev["infarct"]
+    clean[labels == LABEL_NO_REFLOW] = lev["no_reflow"]
     if label_rv:
-        labels[rv_blood] = 5
+        labels[rv_blood] = LABEL_RV
     # Partial-volume edges: a slight in-plane blur.
     clean = ndimage.gaussian_filter(clean, (0.6, 0.6, 0.0))
 
