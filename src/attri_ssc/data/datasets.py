@@ -343,7 +343,9 @@ def check_available(preps: Sequence[PreparedCase], cfg: DataConfig, values: Mapp
 
 
 def _make_dataset(preps: list[PreparedCase], cfg: DataConfig, names: tuple[str, ...],
-                  values: Mapping[str, Mapping[str, float]]) -> CardiacDataset:
+                  values: Mapping[str, Mapping[str, float]] | None = None) -> CardiacDataset:
+    if values is None:
+        values = case_level_values(preps)
     images, cleans, rows, labels, ids, slices = [], [], [], [], [], []
     for prep in preps:
         if cfg.spatial_dims == 2:
