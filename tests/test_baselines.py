@@ -23,12 +23,11 @@ from attri_ssc.baselines import (
     build_baseline,
     count_parameters,
     kl_divergence,
-    load_baseline,
     make_baseline_config,
-    save_baseline,
     total_loss,
 )
 from attri_ssc.baselines.losses import reconstruction_loss
+from attri_ssc.checkpoint import load_baseline, save_baseline
 from attri_ssc.errors import CheckpointError
 from attri_ssc.losses import attribute_regularization_loss
 

@@ -142,7 +142,7 @@ def test_feedback_settings_and_units_are_validated():
 def test_attribute_units_calibrate_the_mappers_reading_against_the_training_truth():
     from types import SimpleNamespace
 
-    from attri_ssc.commands.interpret import attribute_units
+    from attri_ssc.interpret.edit_references import attribute_units
 
     g = torch.Generator().manual_seed(3)
     raw = torch.rand(50, 3, generator=g, dtype=torch.float64) * 10

@@ -123,7 +123,7 @@ def test_interpretation_and_evaluation_use_the_runs_saved_split(smoke_run, tmp_p
     """Commands that load a run rebuild the split it recorded, not a fresh draw from its config."""
     import shutil
 
-    from attri_ssc.commands.interpret import load_run_and_data
+    from attri_ssc.runs import load_run_and_data
     from attri_ssc.data.datasets import build_datasets
     from attri_ssc.evaluation.evaluate import evaluate_run
 
@@ -189,3 +189,48 @@ def test_bad_arguments_exit_2_with_a_clear_message(smoke_run, tmp_path, capsys, 
     assert main(args) == 2
     assert needle in capsys.readouterr().err
     assert not (tmp_path / "x.png").exists()
+
+
+def test_diagnose_usage_matches_independent_readers(smoke_run, tmp_path, capsys):
+    """``attri-ssc diagnose usage`` (was scripts/probes/usage_readout.py): its ridge row is
+    scikit-learn's Ridge on K·ũ, its W row the model's own â, its in-plane row scipy's ρ."""
+    import torch
+    from sklearn.linear_model import Ridge
+
+    from attri_ssc.interpret.diagnose import usage_features
+
+    out = tmp_path / "usage.json"
+    assert main(["diagnose", "usage", str(smoke_run), "--checkpoint", "after_stage1", "--checkpoint", "final",
+                 "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "| model | reader | lv_volume | myo_volume | wall_thickness | infarct_volume |" in printed
+    res = json.loads(out.read_text())
+    rows = {(r["model"], r["reader"]): r["rho"] for r in res["rows"]}
+    assert ("after_stage1", "W (model)") not in rows and ("after_stage1", "ridge") in rows
+    assert ("final", "judge on reconstructions, one thickness") in rows  # a 2D run: the judge's ceiling
+
+    loaded, b = _bundle(smoke_run)
+    f_train, f_test = usage_features(loaded.model, b.train.images), usage_features(loaded.model, b.test.images)
+    y_train, y_test = b.train.attributes.double().numpy(), b.test.attributes.double().numpy()
+    ridge = Ridge(alpha=1e-3 * len(f_train), fit_intercept=False, solver="cholesky").fit(f_train, y_train)
+    pred = ridge.predict(f_test)
+    with torch.no_grad():
+        a_hat = loaded.model(b.test.images).attributes.double().numpy()
+    raw = b.test.raw_attributes.double().numpy()
+    thickness = np.array([float(b.cases[c].spacing[2]) for c in b.test.case_ids])
+    for m in range(y_test.shape[1]):
+        expect_ridge = stats.spearmanr(pred[:, m], y_test[:, m])[0]
+        np.testing.assert_allclose(rows[("final", "ridge")][m], expect_ridge, atol=1e-6)
+        np.testing.assert_allclose(rows[("final", "W (model)")][m], stats.spearmanr(a_hat[:, m], y_test[:, m])[0],
+                                   atol=1e-6)
+        expect_plane = stats.spearmanr(raw[:, m] / thickness, raw[:, m])[0]
+        got = rows[("–", "in-plane truth (volume / slice thickness)")][m]
+        if res["attributes"][m].endswith("_volume"):
+            np.testing.assert_allclose(got, expect_plane, atol=1e-9)
+        else:
+            assert got is None
+
+
+def test_diagnose_usage_names_a_missing_checkpoint(smoke_run, capsys):
+    assert main(["diagnose", "usage", str(smoke_run), "--checkpoint", "after_stage9"]) == 5
+    assert "after_stage9.json: no such checkpoint" in capsys.readouterr().err

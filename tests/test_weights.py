@@ -9,6 +9,7 @@ import json
 import os
 import pickle
 import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -18,12 +19,12 @@ import torch
 
 from attri_ssc.cli import main
 from attri_ssc.evaluation import weights as W
-from attri_ssc.evaluation.lpips import LPIPSNetwork, compute_lpips
+from attri_ssc.evaluation.lpips import LPIPSNetwork, compute_lpips, convert_lpips_checkpoint
+from attri_ssc.evaluation.pretrained import NETWORK_SOURCES, fetch_weights
 from attri_ssc.evaluation.weights import (
     NOT_COMPUTED,
     WEIGHT_FILES,
     WeightsError,
-    fetch_weights,
     load_weights,
     weights_status,
     write_weights_folder,
@@ -36,7 +37,7 @@ from attri_ssc.evaluation.weights import (
 def test_unpickler_reads_nested_dicts_of_float32_arrays(protocol):
     tree = {"A_0": {"Conv_0": {"kernel": np.arange(6, dtype=np.float32).reshape(1, 2, 3),
                                "bias": np.ones(3, np.float32)}}}
-    flat = W._read_numpy_pickle(pickle.dumps(tree, protocol=protocol), "test")
+    flat = W.read_numpy_pickle(pickle.dumps(tree, protocol=protocol), "test")
     assert set(flat) == {"A_0/Conv_0/kernel", "A_0/Conv_0/bias"}
     np.testing.assert_array_equal(flat["A_0/Conv_0/kernel"], tree["A_0"]["Conv_0"]["kernel"])
 
@@ -48,16 +49,16 @@ def test_unpickler_reads_nested_dicts_of_float32_arrays(protocol):
 ])
 def test_unpickler_refuses_every_other_global(payload, refused):
     with pytest.raises(WeightsError, match=f"refusing to unpickle {refused}"):
-        W._read_numpy_pickle(payload, "test")
+        W.read_numpy_pickle(payload, "test")
 
 
 def test_unpickler_rejects_non_float32_and_non_dict_content():
     with pytest.raises(WeightsError, match="not a float32 array"):
-        W._read_numpy_pickle(pickle.dumps({"a": np.zeros(2, np.float64)}, protocol=3), "test")
+        W.read_numpy_pickle(pickle.dumps({"a": np.zeros(2, np.float64)}, protocol=3), "test")
     with pytest.raises(WeightsError, match="expected nested dicts"):
-        W._read_numpy_pickle(pickle.dumps([np.zeros(2, np.float32)], protocol=3), "test")
+        W.read_numpy_pickle(pickle.dumps([np.zeros(2, np.float32)], protocol=3), "test")
     with pytest.raises(WeightsError, match="cannot read"):
-        W._read_numpy_pickle(b"not a pickle", "test")
+        W.read_numpy_pickle(b"not a pickle", "test")
 
 
 # --- flax → torch conversion ------------------------------------------------------------------
@@ -70,7 +71,7 @@ def test_lpips_conversion_keeps_flax_convolution_semantics():
     kernel = rng.normal(size=(3, 2, 4, 5)).astype(np.float32)  # non-square to catch an H/W swap
     bias = rng.normal(size=5).astype(np.float32)
     head = rng.uniform(size=(1, 1, 5, 1)).astype(np.float32)
-    converted = W._convert_lpips(
+    converted = convert_lpips_checkpoint(
         {"AlexNet_0/Conv_0/kernel": kernel, "AlexNet_0/Conv_0/bias": bias,
          "NetLinLayer_0/Conv_0/kernel": head}, "alex")
     assert set(converted) == {"trunk.0.weight", "trunk.0.bias", "lin.0.weight"}
@@ -88,7 +89,21 @@ def test_lpips_conversion_keeps_flax_convolution_semantics():
 
 def test_lpips_conversion_rejects_unknown_entries():
     with pytest.raises(WeightsError, match="unexpected entry"):
-        W._convert_lpips({"Something_0/Conv_0/kernel": np.zeros((1, 1, 1, 1), np.float32)}, "alex")
+        convert_lpips_checkpoint({"Something_0/Conv_0/kernel": np.zeros((1, 1, 1, 1), np.float32)}, "alex")
+
+
+def test_every_weights_file_has_one_pinned_source():
+    assert [s.name for s in NETWORK_SOURCES] == list(WEIGHT_FILES)
+    for source in NETWORK_SOURCES:
+        archive = W.archive_of(source.member)
+        assert archive in W._ARCHIVES and source.member in archive.members
+
+
+def test_the_registry_imports_no_network():
+    """weights.py is below fid.py and lpips.py: importing it alone loads neither."""
+    code = ("import sys, attri_ssc.evaluation.weights; "
+            "assert not {'attri_ssc.evaluation.fid', 'attri_ssc.evaluation.lpips'} & set(sys.modules)")
+    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
 
 
 # --- the folder at metric time ---------------------------------------------------------------
@@ -172,7 +187,7 @@ def test_metric_time_never_unpickles(tmp_path, monkeypatch):
     monkeypatch.setattr(pickle, "loads", forbidden)
     monkeypatch.setattr(torch, "load", forbidden)
     monkeypatch.setattr(torch.jit, "load", forbidden)
-    monkeypatch.setattr(W, "_read_numpy_pickle", forbidden)
+    monkeypatch.setattr(W, "read_numpy_pickle", forbidden)
     x = torch.rand(2, 1, 32, 32)
     d = compute_lpips(x, 1 - x, weights_dir=tmp_path)
     assert isinstance(d, torch.Tensor) and d.shape == (2,)

@@ -213,3 +213,42 @@ def load_family_model(path_prefix: str | os.PathLike, family: str, config_cls: t
 
 def _short(items: list[str], n: int = 8) -> str:
     return ", ".join(items[:n]) + (f", ... ({len(items) - n} more)" if len(items) > n else "")
+
+
+# ---------------------------------------------------------------------- baselines
+#: ``meta['model_family']`` of a baseline checkpoint (the SSC-VAE's is :data:`MODEL_FAMILY`).
+BASELINE_FAMILY = "baseline"
+
+
+def save_baseline(model: nn.Module, prefix: str | os.PathLike, extra_meta: dict[str, Any] | None = None) -> Path:
+    """Save an :class:`~attri_ssc.baselines.AttriVAE` under ``prefix`` (``.safetensors`` +
+    ``.json``), without pickle.
+
+    The state dict includes the BatchNorm running statistics; the config goes to
+    ``meta['model_config']``. Wrappers (DDP, torch.compile) are stripped. Returns the
+    JSON path.
+    """
+    from attri_ssc.baselines.attri_vae import AttriVAE
+
+    model = unwrap_model(model)
+    if not isinstance(model, AttriVAE):
+        raise ValueError(f"model must be an AttriVAE, got model={type(model).__name__}")
+    meta: dict[str, Any] = dict(extra_meta or {})
+    meta["model_family"] = BASELINE_FAMILY
+    meta["model_config"] = model.config.to_dict()
+    return save_checkpoint(prefix, dict(model.state_dict()), meta)
+
+
+def load_baseline(prefix: str | os.PathLike, verify: bool = True) -> "AttriVAE":  # noqa: F821
+    """Rebuild the :class:`~attri_ssc.baselines.AttriVAE` saved by :func:`save_baseline`
+    (architecture from the checkpoint's config, weights checked and loaded strictly), on
+    CPU in eval mode.
+
+    Raises:
+        CheckpointError: missing/corrupt files, not a baseline checkpoint, or weights that do
+            not fit its config.
+    """
+    from attri_ssc.baselines.attri_vae import AttriVAE
+    from attri_ssc.baselines.config import BaselineConfig
+
+    return load_family_model(prefix, BASELINE_FAMILY, BaselineConfig, AttriVAE, verify)

@@ -1,7 +1,8 @@
 """The ``attri-ssc`` command line: parses arguments and calls library functions.
 
 Each subcommand lives in ``attri_ssc/commands/<module>.py`` and defines
-``register(subparsers)`` (adds its parser and sets ``func``). Errors derived from
+``register(subparsers)`` (adds its parser and sets ``func``); every subcommand's
+``--help`` ends with an example from :mod:`attri_ssc.commands.examples`. Errors derived from
 :class:`attri_ssc.errors.AttriSSCError` become one-line messages and the documented
 exit code; argparse usage errors exit with 2.
 """
@@ -19,6 +20,7 @@ import sys
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from attri_ssc import __version__
+from attri_ssc.commands.examples import add_examples
 from attri_ssc.errors import AttriSSCError
 
 # Modules under attri_ssc.commands, each registering one or more subcommands.
@@ -28,8 +30,10 @@ COMMAND_MODULES: tuple[str, ...] = (
     "train",
     "evaluate",
     "weights",
+    "edit",
     "interpret",
     "report",
+    "diagnose",
 )
 
 
@@ -48,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
                 continue
             raise
         module.register(sub)
+    add_examples(parser)
     return parser
 
 

@@ -1,4 +1,4 @@
-"""Load a finished run folder (``RUN/model.{safetensors,json}``) for evaluation and editing."""
+"""Load a finished run folder (``RUN/model.{safetensors,json}``) and its data for evaluation and editing."""
 
 from __future__ import annotations
 
@@ -56,3 +56,82 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> LoadedR
     model.to(device).eval()
     return LoadedRun(run_dir, model, cfg, names, meta.get("scaler", {}), meta.get("split", {}),
                      meta.get("data_dir", ""), meta)
+
+
+# ---------------------------------------------------------------------------- a run with its data
+def load_run_and_data(run_dir: str | Path, data_dir: str | Path | None, device: str | torch.device = "cpu",
+                      family: str | None = "attri_ssc"):
+    """``(LoadedRun, DataBundle)``: the run and its data, split as the run was trained.
+
+    Args:
+        run_dir: the run folder.
+        data_dir: the data folder; ``None`` means the one the run recorded.
+        device: where the model goes.
+        family: the model family the caller needs (``None``: any).
+
+    Raises:
+        ConfigError: the run is of another family.
+        DataError: the data folder does not exist.
+    """
+    from attri_ssc.data.datasets import build_datasets
+    from attri_ssc.errors import DataError
+
+    run = load_run(run_dir, device=device)
+    if family is not None and run.family != family:
+        raise ConfigError(f"{run_dir} is a {run.family!r} run; interpretation needs an {family} run")
+    folder = Path(data_dir) if data_dir is not None else Path(run.data_dir or "")
+    if not str(folder) or not folder.is_dir():
+        raise DataError(f"data folder not found: {folder or '(none recorded)'}; pass --data")
+    bundle = build_datasets(folder, run.config.data, split=run.split or None)  # the run's own split
+    return run, bundle
+
+
+def split_dataset(bundle, name: str):
+    """The ``train``/``val``/``test`` dataset of ``bundle``; DataError if it is empty."""
+    from attri_ssc.errors import DataError
+
+    ds = {"train": bundle.train, "val": bundle.val, "test": bundle.test}[name]
+    if len(ds) == 0:
+        raise DataError(f"the {name} split is empty")
+    return ds
+
+
+def resolve_item(bundle, spec: str) -> tuple[Any, int]:
+    """``(dataset, index)`` of ``CASE`` or ``CASE:SLICE`` in any split.
+
+    Without a slice: the middle item of the case (2D: the middle slice with myocardium;
+    3D: the case's volume). ConfigError names the valid cases or slices.
+    """
+    case, _, slice_txt = spec.partition(":")
+    datasets = [bundle.train, bundle.val, bundle.test]
+    for ds in datasets:
+        idx = [i for i, c in enumerate(ds.case_ids) if c == case]
+        if not idx:
+            continue
+        idx.sort(key=lambda i: ds.slice_indices[i])
+        if not slice_txt:
+            return ds, idx[len(idx) // 2]
+        valid = [ds.slice_indices[i] for i in idx]
+        try:
+            want = int(slice_txt)
+        except ValueError:
+            raise ConfigError(f"bad slice {slice_txt!r} in {spec!r}; valid slices of {case}: {valid}") from None
+        if want not in valid:
+            raise ConfigError(f"case {case} has no item for slice {want}; valid slices (with myocardium): {valid}")
+        return ds, idx[valid.index(want)]
+    known = sorted({c for ds in datasets for c in ds.case_ids})
+    raise ConfigError(f"unknown case {case!r}; valid cases: {', '.join(known)}")
+
+
+def item_label(ds, i: int) -> str:
+    """``CASE:SLICE`` of a 2D item, ``CASE`` of a volume."""
+    s = ds.slice_indices[i]
+    return ds.case_ids[i] + (f":{s}" if s >= 0 else "")
+
+
+def attribute_index(run: LoadedRun, name: str) -> int:
+    """Position of attribute ``name`` among the run's supervised attributes (ConfigError if absent)."""
+    names = list(run.attribute_names)
+    if name not in names:
+        raise ConfigError(f"unknown attribute {name!r}; this run supervises: {', '.join(names)}")
+    return names.index(name)

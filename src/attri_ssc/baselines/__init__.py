@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from attri_ssc.baselines.attri_vae import AttriVAE, VAEOutput, count_parameters, load_baseline, save_baseline
+from attri_ssc.baselines.attri_vae import AttriVAE, VAEOutput, count_parameters
 from attri_ssc.baselines.config import DEFAULT_BETA, VARIANT_TERMS, BaselineConfig
 from attri_ssc.baselines.losses import baseline_loss_terms, kl_divergence, total_loss
 
@@ -43,8 +43,6 @@ __all__ = [
     "build_baseline",
     "count_parameters",
     "kl_divergence",
-    "load_baseline",
     "make_baseline_config",
-    "save_baseline",
     "total_loss",
 ]

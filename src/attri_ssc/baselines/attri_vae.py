@@ -23,14 +23,11 @@ sampled only in training mode; in eval mode ``z = μ``, so evaluation is determi
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from attri_ssc.baselines.config import BaselineConfig
-from attri_ssc.checkpoint import load_family_model, save_checkpoint, unwrap_model
 from attri_ssc.nn import factories
 
 
@@ -214,36 +211,4 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-# ---------------------------------------------------------------------- checkpoints
-#: ``meta['model_family']`` of a baseline checkpoint (the SSC-VAE's is ``'ssc_vae'``).
-MODEL_FAMILY = "baseline"
-
-
-def save_baseline(model: nn.Module, prefix: str | Path, extra_meta: dict[str, Any] | None = None) -> Path:
-    """Save an :class:`AttriVAE` under ``prefix`` (``.safetensors`` + ``.json``), without pickle.
-
-    The state dict includes the BatchNorm running statistics; the config goes to
-    ``meta['model_config']``. Wrappers (DDP, torch.compile) are stripped. Returns the
-    JSON path.
-    """
-    model = unwrap_model(model)
-    if not isinstance(model, AttriVAE):
-        raise ValueError(f"model must be an AttriVAE, got model={type(model).__name__}")
-    meta: dict[str, Any] = dict(extra_meta or {})
-    meta["model_family"] = MODEL_FAMILY
-    meta["model_config"] = model.config.to_dict()
-    return save_checkpoint(prefix, dict(model.state_dict()), meta)
-
-
-def load_baseline(prefix: str | Path, verify: bool = True) -> AttriVAE:
-    """Rebuild the :class:`AttriVAE` saved by :func:`save_baseline` (architecture from the
-    checkpoint's config, weights checked and loaded strictly), on CPU in eval mode.
-
-    Raises:
-        CheckpointError: missing/corrupt files, not a baseline checkpoint, or weights that do
-            not fit its config.
-    """
-    return load_family_model(prefix, MODEL_FAMILY, BaselineConfig, AttriVAE, verify)
-
-
-__all__ = ["AttriVAE", "VAEOutput", "MODEL_FAMILY", "count_parameters", "save_baseline", "load_baseline"]
+__all__ = ["AttriVAE", "VAEOutput", "count_parameters"]

@@ -55,19 +55,8 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from attri_ssc.config import load_config
-    from attri_ssc.evaluation.evaluate import evaluate_run
-    from attri_ssc.training.trainer import train
+    from attri_ssc.evaluation.sweep import run_sweep
 
-    for seed in args.seeds:
-        for gamma in args.gammas:
-            run = args.out / f"gamma{gamma:g}_seed{seed}"
-            if (run / "results.json").exists() and not args.force:
-                print(f"{run}: done already (use --force to redo)")
-                continue
-            cfg = load_config(args.config, [*args.overrides, f"train.seed={seed}",
-                                            f"stages.1.gamma={gamma}", f"stages.2.gamma={gamma}"])
-            train(cfg, args.data, run, force=True, progress=not args.no_progress)
-            evaluate_run(run, args.data, weights_dir=args.weights, progress=not args.no_progress)
-            print(f"{run}: trained and evaluated")
+    run_sweep(args.data, args.out, args.config, args.gammas, args.seeds, args.overrides, args.weights,
+              force=args.force, progress=not args.no_progress)
     return 0

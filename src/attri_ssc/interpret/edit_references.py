@@ -1,0 +1,85 @@
+"""What an edit of a run needs from its training split: atom bounds, prototype code maps, the
+feedback rule's attribute units (A.5), and the rule used unless told otherwise.
+
+Used by ``attri-ssc edit``, ``verify-edits`` and ``interpret-all`` (through
+:mod:`attri_ssc.reports.interpretation`); the edit itself happens in
+:mod:`attri_ssc.interpret.editing`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from attri_ssc.errors import ConfigError
+from attri_ssc.interpret.editing import (
+    AttributeUnits,
+    collect_codes,
+    hold_fixed_indices,
+    prototypes_from_codes,
+    run_atom_bounds,
+)
+
+__all__ = ["DEFAULT_RULE", "resolve_top_k", "bounds_and_prototypes", "attribute_units"]
+
+#: What ``edit`` (and the report's edit strips) use unless told otherwise; chosen by the edit
+#: verification (README "Editing"): on the area models the best rule for both cavity and myocardium.
+DEFAULT_RULE = "feedback"
+
+
+def resolve_top_k(run, top_k: int | None) -> int:
+    """Atoms to edit: ``top_k`` or the run's ``train.top_k``; ConfigError unless >= 1."""
+    k = run.config.train.top_k if top_k is None else top_k
+    if k < 1:
+        raise ConfigError(f"--top-k must be >= 1, got {k}")
+    return k
+
+
+def bounds_and_prototypes(run, bundle, percentile: float, quantile: float | None, codes=None):
+    """The run's atom bounds and, unless ``quantile`` is None, the plain and the conditional
+    (hold-fixed) prototype code maps, encoding the training split at most once (not at all when
+    ``codes``, the training codes, are given)."""
+    train = bundle.train
+    if codes is None and quantile is not None:
+        codes = collect_codes(run.model.backbone, train.images)
+    bounds = run_atom_bounds(run, train.images, train.case_ids, percentile, codes=codes)
+    if quantile is None:
+        return bounds, None, None
+    plain = prototypes_from_codes(codes, train.attributes, quantile)
+    conditional = prototypes_from_codes(codes, train.attributes, quantile, hold_fixed_indices(run.attribute_names))
+    return bounds, plain, conditional
+
+
+def attribute_units(run, bundle, codes=None):
+    """The ``feedback`` rule's :class:`AttributeUnits`, from the model's reading of the training split.
+
+    The mapper's â is fitted to rank the attributes (L_AR), not to their scale, so each attribute's
+    â is calibrated against the training truth by least squares, raw ≈ c·â + d. One training standard
+    deviation of the attribute is then sd(raw)/c in â's units, and a physical 0 sits at â = −d/c.
+    An attribute whose calibration slope is not positive (the model does not read it) falls back
+    to the spread of its â and no physical zero (mapper value ``NaN``: no cap).
+
+    Args:
+        codes: the training images' codes (N, K, *s) if already computed.
+    """
+    train = bundle.train
+    z = collect_codes(run.model.backbone, train.images) if codes is None else codes
+    with torch.no_grad():
+        device = next(run.model.parameters()).device
+        pred = run.model.mapper(z.to(device)).double().cpu().numpy()
+    raw = train.raw_attributes.double().numpy()
+    sd, zero, slopes = [], [], []
+    for m in range(raw.shape[1]):
+        spread_hat, spread_raw = float(pred[:, m].std()), float(raw[:, m].std())
+        slope, intercept = (np.polyfit(pred[:, m], raw[:, m], 1) if spread_hat > 0 and spread_raw > 0
+                            else (0.0, 0.0))
+        if slope > 0:
+            sd.append(spread_raw / slope)
+            zero.append(-intercept / slope)
+            slopes.append(float(slope))
+        else:
+            sd.append(spread_hat if spread_hat > 0 else 1.0)
+            zero.append(float("nan"))
+            slopes.append(float("nan"))
+    return AttributeUnits(sd=torch.tensor(sd, dtype=torch.float32), zero=torch.tensor(zero, dtype=torch.float32),
+                          slope=torch.tensor(slopes, dtype=torch.float32))
