@@ -78,3 +78,74 @@ def test_code_statistics_tell_a_few_always_on_atoms_from_sparse_codes():
     per_location = active.sum(axis=1).ravel()
     assert got["active_per_location"]["p50"] == pytest.approx(np.percentile(per_location, 50))
     assert got["active_per_location"]["p90"] == pytest.approx(np.percentile(per_location, 90))
+
+
+def _predictions(n: int, seed: int = 0, spatial: tuple[int, ...] = (16, 16)):
+    from attri_ssc.evaluation.predict import Predictions
+
+    gen = torch.Generator().manual_seed(seed)
+    images = torch.rand(n, 1, *spatial, generator=gen)
+    recon = (images + 0.05 * torch.randn(n, 1, *spatial, generator=gen)).clamp(0, 1)
+    raw = torch.rand(n, 2, generator=gen, dtype=torch.float64) * 10 + 1
+    return Predictions(images=images, clean=None, recon=recon, attributes=raw.float() + 0.1,
+                       latents=torch.randn(n, 4, generator=gen), raw_attributes=raw,
+                       labels=torch.zeros(n), case_ids=[f"P{i:03d}" for i in range(n)],
+                       slice_index=[-1] * n, density=None, code_statistics=None)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_small_splits_skip_the_metrics_they_cannot_support(n, tmp_path, monkeypatch):
+    """Every metric that needs N samples is skipped below N with a line naming N and what it
+    got, never a traceback; what is computed matches scikit-image and the MMD's own oracle."""
+    from types import SimpleNamespace
+
+    from skimage.metrics import peak_signal_noise_ratio
+
+    from attri_ssc.evaluation.evaluate import MIN_SAMPLES, evaluate_predictions
+    from attri_ssc.evaluation.metrics import compute_mmd
+
+    monkeypatch.setenv("ATTRI_SSC_WEIGHTS", str(tmp_path / "no-weights"))
+    run = SimpleNamespace(attribute_names=("lv_volume", "myo_volume"), family="vae",
+                          config=SimpleNamespace(train=SimpleNamespace(delta=10.0)))
+    preds = _predictions(n)
+    results = evaluate_predictions(run, preds, split="test")
+    expected = {m for m, need in MIN_SAMPLES.items() if n < need}
+    assert set(results["skipped"]) == expected
+    for metric in expected:
+        assert results["skipped"][metric] == f"needs >= {MIN_SAMPLES[metric]} test samples, got {n}"
+    rec = results["reconstruction"]
+    psnr = [peak_signal_noise_ratio(preds.images[i].numpy(), preds.recon[i].numpy(), data_range=1.0) for i in range(n)]
+    assert rec["psnr_mean"] == pytest.approx(np.mean(psnr), rel=1e-6)
+    if n >= 2:
+        assert rec["mmd_x100"] == pytest.approx(100 * compute_mmd(preds.recon.flatten(1), preds.images.flatten(1)),
+                                                rel=1e-5)
+        assert results["ar_loss"] is not None
+    else:
+        assert rec["mmd_x100"] is None and rec["fid"] is None and results["ar_loss"] is None
+    if n >= 3:
+        assert results["disentanglement"]["mig"] is not None
+        assert results["attributes"]["lv_volume"]["spearman"] is not None
+    else:
+        assert results["disentanglement"]["mig"] is None
+        assert results["attributes"]["lv_volume"]["spearman"] is None
+
+
+def test_volumes_thinner_than_the_ssim_window_skip_ssim(tmp_path, monkeypatch):
+    """8-slice volumes: SSIM's 11-voxel window does not fit, so SSIM is skipped with a line;
+    PSNR still matches scikit-image."""
+    from types import SimpleNamespace
+
+    from skimage.metrics import peak_signal_noise_ratio
+
+    from attri_ssc.evaluation.evaluate import evaluate_predictions
+
+    monkeypatch.setenv("ATTRI_SSC_WEIGHTS", str(tmp_path / "no-weights"))
+    run = SimpleNamespace(attribute_names=("lv_volume", "myo_volume"), family="vae",
+                          config=SimpleNamespace(train=SimpleNamespace(delta=10.0)))
+    preds = _predictions(3, spatial=(8, 16, 16))
+    results = evaluate_predictions(run, preds, split="test")
+    assert results["skipped"] == {"ssim": "needs every spatial extent >= 11 voxels (its window), got (8, 16, 16)"}
+    rec = results["reconstruction"]
+    assert rec["ssim_mean"] is None and rec["ssim_std"] is None
+    psnr = [peak_signal_noise_ratio(preds.images[i].numpy(), preds.recon[i].numpy(), data_range=1.0) for i in range(3)]
+    assert rec["psnr_mean"] == pytest.approx(np.mean(psnr), rel=1e-6)

@@ -1,4 +1,4 @@
-"""Model-free judge: recovers phantom ground truth from unedited preprocessed slices."""
+"""Model-free judge: recovers phantom ground truth from unedited preprocessed slices and volumes."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from scipy.stats import spearmanr
 from attri_ssc.data.config import DataConfig
 from attri_ssc.data.datasets import build_datasets
 from attri_ssc.data.phantoms import load_ground_truth
-from attri_ssc.interpret.judge import measure_batch, measure_slice
+from attri_ssc.interpret.judge import measure_batch, measure_slice, measure_volume
 
 
 def _ring_image(r_in_px: float, wall_px: float, size: int = 64, blood: float = 0.8, myo: float = 0.05,
@@ -76,3 +76,57 @@ def test_recovers_phantom_ground_truth(phantom_dir):
             assert np.mean(np.abs(got[name] / true - 1)) <= rel_bar, name
         else:
             assert np.mean(np.abs(got[name] - true)) <= abs_bar, name
+
+
+# --- volumes (3D runs) ---------------------------------------------------------------------------
+
+
+def test_volume_of_exact_rings_is_the_sum_of_its_slices():
+    """A stack of rings (radii growing base to apex reversed, walls varying) between zero
+    padding: the judged volumes are Σ π r² · dz, the thickness the area-weighted mean."""
+    spacing, dz = 2.0, 8.0
+    radii, walls = (6.0, 9.0, 11.0, 12.0, 10.0), (3.0, 3.5, 4.0, 4.5, 5.0)
+    blank = np.zeros((64, 64))
+    volume = np.stack([blank, blank] + [_ring_image(r, w) for r, w in zip(radii, walls)] + [blank])[None]
+    m = measure_volume(volume, spacing, slice_thickness_mm=dz)
+    cav = [np.pi * (r * spacing) ** 2 for r in radii]  # mm²
+    myo = [np.pi * ((r + w) ** 2 - r**2) * spacing**2 for r, w in zip(radii, walls)]
+    assert m.valid
+    assert m.lv_volume == pytest.approx(sum(cav) * dz / 1000.0, rel=0.03)  # mL
+    assert m.myo_volume == pytest.approx(sum(myo) * dz / 1000.0, rel=0.05)
+    assert m.lv_area == pytest.approx(sum(cav) / 100.0, rel=0.03)  # cm²
+    expected_thickness = sum(w * spacing * a for w, a in zip(walls, myo)) / sum(myo)
+    assert m.wall_thickness == pytest.approx(expected_thickness, abs=0.3)
+    # the batch form dispatches on the shape: (B, 1, D, H, W)
+    batch = measure_batch(torch.from_numpy(np.stack([volume, volume[:, ::-1]])).float(), spacing, dz)
+    assert batch["lv_volume"][0] == pytest.approx(m.lv_volume, rel=1e-5)
+    assert batch["lv_volume"][1] == pytest.approx(m.lv_volume, rel=1e-5)  # slice order does not matter
+
+
+def test_volume_without_a_heart_is_invalid():
+    assert not measure_volume(np.zeros((1, 4, 32, 32)), 2.0, 8.0).valid
+    with pytest.raises(ValueError, match="volume must be"):
+        measure_volume(np.zeros((32, 32)), 2.0)
+    with pytest.raises(ValueError, match="B, 1, D, H, W"):
+        measure_batch(np.zeros((2, 2, 32, 32)), 2.0)
+
+
+def test_recovers_phantom_ground_truth_from_volumes(phantom_dir):
+    """The 6 session phantoms as 3D items (16 slices × 64×64 at 2 mm): whole-volume cavity and
+    myocardial volumes (mL) and the myocardium-weighted wall thickness (mm), against the
+    dataset's ground truth from the masks. Bars: mean |relative error| ≤ 6 % for the volumes
+    and areas, mean |error| ≤ 0.6 mm for the thickness. Measured when written: 2.1 % / 4.2 %
+    (cavity / myocardium volume and area), 0.26 mm."""
+    names = ("lv_volume", "myo_volume", "wall_thickness", "lv_area", "myo_area")
+    b = build_datasets(phantom_dir, DataConfig(spatial_dims=3, split_fractions=(1.0, 0.0, 0.0), attributes=names))
+    ds = b.train
+    assert tuple(ds.images.shape[1:]) == (1, 16, 64, 64)
+    dz = np.array([b.cases[c].spacing[2] for c in ds.case_ids])
+    got = measure_batch(ds.images, 2.0, dz)
+    assert got["valid"].all()
+    truth = ds.raw_attributes.double().numpy()
+    for m, name in enumerate(names):
+        if name == "wall_thickness":
+            assert np.mean(np.abs(got[name] - truth[:, m])) <= 0.6
+        else:
+            assert np.mean(np.abs(got[name] / truth[:, m] - 1)) <= 0.06, name

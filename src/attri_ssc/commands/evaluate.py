@@ -38,9 +38,13 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     results = evaluate_run(args.run, args.data, args.split, args.weights, progress=not args.no_progress)
     rec = results["reconstruction"]
-    print(f"{args.run}: PSNR {rec['psnr_mean']:.2f} dB, SSIM {rec['ssim_mean']:.4f}, "
-          f"MMD×10² {rec['mmd_x100']:.3f} on {results['n_samples']} {args.split} samples "
+    mmd = "skipped" if rec["mmd_x100"] is None else f"{rec['mmd_x100']:.3f}"
+    ssim = "skipped" if rec["ssim_mean"] is None else f"{rec['ssim_mean']:.4f}"
+    print(f"{args.run}: PSNR {rec['psnr_mean']:.2f} dB, SSIM {ssim}, "
+          f"MMD×10² {mmd} on {results['n_samples']} {args.split} samples "
           f"→ {args.run / 'results.json'}")
+    for metric, why in results.get("skipped", {}).items():
+        print(f"  skipped {metric}: {why}")
     return 0
 
 

@@ -32,7 +32,8 @@ EXAMPLES: dict[str, str] = {
     "interpret-all": "attri-ssc interpret-all runs/demo/attri_ssc --out runs/demo/figures",
     "report": "attri-ssc report runs/demo",
     "diagnose": "attri-ssc diagnose usage runs/demo/attri_ssc",
-    "diagnose usage": "attri-ssc diagnose usage runs/demo/attri_ssc --split test --json usage.json",
+    "diagnose usage": "attri-ssc diagnose usage runs/demo/attri_ssc --checkpoint after_stage1 --checkpoint final "
+                      "--json usage.json",
     "serve": "attri-ssc serve runs/demo/attri_ssc --port 8000",
 }
 

@@ -104,6 +104,12 @@ def compute_psnr(pred: Tensor, target: Tensor, data_range: float = 1.0) -> Tenso
     )
 
 
+def ssim_window(sigma: float = SSIM_SIGMA) -> int:
+    """Taps per axis of the Gaussian SSIM window: ``2*int(3.5σ + 0.5) + 1`` (11 for σ = 1.5).
+    Every spatial extent of an image must be at least this for SSIM."""
+    return 2 * int(SSIM_TRUNCATE * sigma + 0.5) + 1
+
+
 def compute_ssim(pred: Tensor, target: Tensor, data_range: float = 1.0, sigma: float = SSIM_SIGMA) -> Tensor:
     """Structural similarity of each sample (Gaussian window, scikit-image convention).
 
@@ -127,8 +133,8 @@ def compute_ssim(pred: Tensor, target: Tensor, data_range: float = 1.0, sigma: f
     data_range = _check_data_range(data_range)
     if not (isinstance(sigma, (int, float)) and math.isfinite(sigma) and sigma > 0):
         raise ValueError(f"sigma must be a positive finite number, got sigma={sigma!r}")
-    radius = int(SSIM_TRUNCATE * sigma + 0.5)
-    window = 2 * radius + 1
+    window = ssim_window(sigma)
+    radius = window // 2
     spatial = tuple(pred.shape[2:])
     if min(spatial) < window:
         raise ValueError(
@@ -305,6 +311,8 @@ class ReconstructionMetrics:
         mi_bins: intensity bins for :func:`compute_mutual_information`, >= 2.
         ssim_sigma: Gaussian window σ for :func:`compute_ssim`.
         mmd_unbiased: estimator for :func:`compute_mmd` (bandwidth by the median heuristic).
+        ssim: compute SSIM (``False``: ``ssim_mean``/``ssim_std`` are ``None``, e.g. for images
+            smaller than :func:`ssim_window` along some axis).
     """
 
     def __init__(
@@ -313,8 +321,10 @@ class ReconstructionMetrics:
         mi_bins: int = 32,
         ssim_sigma: float = SSIM_SIGMA,
         mmd_unbiased: bool = True,
+        ssim: bool = True,
     ) -> None:
         self.data_range = _check_data_range(data_range)
+        self.with_ssim = bool(ssim)
         if not isinstance(mi_bins, int) or mi_bins < 2:
             raise ValueError(f"mi_bins must be an integer >= 2, got mi_bins={mi_bins!r}")
         if not (isinstance(ssim_sigma, (int, float)) and math.isfinite(ssim_sigma) and ssim_sigma > 0):
@@ -343,7 +353,8 @@ class ReconstructionMetrics:
                 f"every batch must have per-sample shape {self._sample_shape}, got {tuple(pred.shape[1:])}"
             )
         self._psnr.append(compute_psnr(pred, target, self.data_range).cpu())
-        self._ssim.append(compute_ssim(pred, target, self.data_range, self.ssim_sigma).cpu())
+        if self.with_ssim:
+            self._ssim.append(compute_ssim(pred, target, self.data_range, self.ssim_sigma).cpu())
         self._mi.append(compute_mutual_information(pred, target, self.mi_bins, self.data_range).cpu())
         self._pred_rows.append(pred.detach().flatten(1).float().cpu())  # (B, C·prod(spatial))
         self._target_rows.append(target.detach().flatten(1).float().cpu())
@@ -353,24 +364,32 @@ class ReconstructionMetrics:
         """Number of samples seen since the last reset."""
         return sum(t.shape[0] for t in self._psnr)
 
-    def compute(self) -> dict[str, float | int]:
+    def compute(self, mmd: bool = True) -> dict[str, float | int]:
         """Summary over all samples seen.
+
+        Args:
+            mmd: compute the MMD, which needs at least 2 samples (``False``: ``mmd_x100`` is
+                ``None`` and 1 sample is enough).
 
         Returns:
             ``{"psnr_mean", "psnr_std", "ssim_mean", "ssim_std", "mi_mean", "mi_std",
             "mmd_x100", "n_samples"}``: means and population standard deviations (ddof 0)
             over samples; PSNR in dB, MI in nats, ``mmd_x100`` = 100 · MMD² between the set
-            of predictions and the set of targets. Needs at least 2 samples.
+            of predictions and the set of targets.
         """
         n = self.n_samples
-        if n < 2:
-            raise ValueError(f"ReconstructionMetrics.compute needs at least 2 samples, got {n}")
+        if n < (2 if mmd else 1):
+            raise ValueError(f"ReconstructionMetrics.compute needs at least {2 if mmd else 1} samples"
+                             f"{' for the MMD' if mmd else ''}, got {n}")
         out: dict[str, float | int] = {}
         for name, chunks in (("psnr", self._psnr), ("ssim", self._ssim), ("mi", self._mi)):
+            if not chunks:  # SSIM turned off
+                out[f"{name}_mean"] = out[f"{name}_std"] = None
+                continue
             values = torch.cat(chunks).double()
             out[f"{name}_mean"] = float(values.mean())
             out[f"{name}_std"] = float(values.std(correction=0))
-        mmd = compute_mmd(torch.cat(self._pred_rows), torch.cat(self._target_rows), unbiased=self.mmd_unbiased)
-        out["mmd_x100"] = 100.0 * mmd
+        out["mmd_x100"] = (100.0 * compute_mmd(torch.cat(self._pred_rows), torch.cat(self._target_rows),
+                                                unbiased=self.mmd_unbiased) if mmd else None)
         out["n_samples"] = n
         return out

@@ -17,7 +17,8 @@ def sweep_run_dir(out: Path, gamma: float, seed: int) -> Path:
     return Path(out) / f"gamma{gamma:g}_seed{seed}"
 
 
-def run_sweep(data_dir: Path, out: Path, config: str = "demo-2d", gammas: Sequence[float] = (0.0, 0.1, 1.0),
+def run_sweep(data_dir: Path, out: Path, config: str = "demo-2d",
+              gammas: Sequence[float] = (0.0, 0.1, 1.0, 5.0, 10.0, 100.0),
               seeds: Sequence[int] = (0,), overrides: Sequence[str] = (), weights_dir: str | None = None,
               force: bool = False, progress: bool = True, log: Callable[[str], None] = print) -> list[Path]:
     """Train (stages 2 and 3 with ``γ``) and evaluate one run per setting; a setting whose

@@ -1,8 +1,14 @@
-"""A model-free judge of LV geometry in one preprocessed short-axis DE-MRI slice.
+"""A model-free judge of LV geometry in a preprocessed short-axis DE-MRI slice or volume.
 
 Used to check attribute edits independently of the model that made them: it measures
 cavity area/volume, myocardial area/volume and mean wall thickness from intensities
 alone, with no training and no mask.
+
+A volume ``(1, D, H, W)`` (3D runs) is measured slice by slice and summed as the dataset
+sums its masks (:func:`attri_ssc.data.attributes.measure_mask`): volumes (mL) and areas
+(cm²) are the sums over the slices the judge can measure (padding and slices without a
+blood pool contribute nothing), and the wall thickness is the myocardial-area-weighted
+mean over those slices (mm); see :func:`measure_volume`.
 
 Method (polar profiles; the preprocessing centres each 2D slice on its cavity):
 
@@ -223,23 +229,71 @@ def measure_slice(
     )
 
 
+def measure_volume(
+    volume: np.ndarray | torch.Tensor,
+    spacing_mm: float,
+    slice_thickness_mm: float = 1.0,
+    **kwargs,
+) -> JudgeMeasurement:
+    """Measure a whole volume: :func:`measure_slice` on each slice, summed.
+
+    Args:
+        volume: (1, D, H, W) or (D, H, W), slices along the first axis, intensities in
+            [0, 1], the stack's cavity near the in-plane centre (3D preprocessing).
+        spacing_mm: in-plane pixel spacing (mm), > 0.
+        slice_thickness_mm: the slice spacing (mm), > 0.
+        **kwargs: passed to :func:`measure_slice`.
+
+    Returns:
+        :class:`JudgeMeasurement` with ``lv_volume``/``myo_volume`` the summed volumes (mL),
+        ``lv_area``/``myo_area`` the summed in-plane areas (cm²), ``cavity_area_mm2``/
+        ``myo_area_mm2`` the same in mm², and ``wall_thickness`` the mean of the slices'
+        thicknesses weighted by their myocardial areas (mm); invalid when no slice is.
+    """
+    arr = volume.detach().cpu().numpy() if isinstance(volume, torch.Tensor) else np.asarray(volume)
+    if arr.ndim == 4 and arr.shape[0] == 1:
+        arr = arr[0]
+    if arr.ndim != 3:
+        raise ValueError(f"volume must be (1, D, H, W) or (D, H, W), got shape {tuple(arr.shape)}")
+    slices = [measure_slice(arr[d], spacing_mm, slice_thickness_mm, **kwargs) for d in range(arr.shape[0])]
+    valid = [m for m in slices if m.valid]
+    if not valid:
+        return _INVALID
+    cav = float(sum(m.cavity_area_mm2 for m in valid))
+    myo = float(sum(m.myo_area_mm2 for m in valid))
+    thickness = (float(sum(m.wall_thickness * m.myo_area_mm2 for m in valid) / myo) if myo > 0
+                 else float(np.mean([m.wall_thickness for m in valid])))
+    return JudgeMeasurement(
+        cavity_area_mm2=cav,
+        myo_area_mm2=myo,
+        lv_volume=float(sum(m.lv_volume for m in valid)),
+        myo_volume=float(sum(m.myo_volume for m in valid)),
+        lv_area=cav / 100.0,
+        myo_area=myo / 100.0,
+        wall_thickness=thickness,
+        valid=True,
+    )
+
+
 def measure_batch(
     images: np.ndarray | torch.Tensor,
     spacing_mm: float,
     slice_thickness_mm: float | np.ndarray | torch.Tensor = 1.0,
     **kwargs,
 ) -> dict[str, np.ndarray]:
-    """:func:`measure_slice` over a batch (B, 1, H, W); thickness scalar or (B,).
+    """:func:`measure_slice` over a batch of slices (B, 1, H, W), or :func:`measure_volume`
+    over a batch of volumes (B, 1, D, H, W); thickness scalar or (B,).
 
     Returns:
         name → (B,) float64 array for each field of :class:`JudgeMeasurement`.
     """
     arr = images.detach().cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
-    if arr.ndim != 4 or arr.shape[1] != 1:
-        raise ValueError(f"images must be (B, 1, H, W), got shape {tuple(arr.shape)}")
+    if arr.ndim not in (4, 5) or arr.shape[1] != 1:
+        raise ValueError(f"images must be (B, 1, H, W) or (B, 1, D, H, W), got shape {tuple(arr.shape)}")
+    measure = measure_slice if arr.ndim == 4 else measure_volume
     thick = np.broadcast_to(np.asarray(slice_thickness_mm, dtype=np.float64), (arr.shape[0],))
-    results = [measure_slice(arr[i], spacing_mm, float(thick[i]), **kwargs).as_dict() for i in range(arr.shape[0])]
+    results = [measure(arr[i], spacing_mm, float(thick[i]), **kwargs).as_dict() for i in range(arr.shape[0])]
     return {key: np.array([res[key] for res in results]) for key in results[0]} if results else {}
 
 
-__all__ = ["JudgeMeasurement", "measure_batch", "measure_slice"]
+__all__ = ["JudgeMeasurement", "measure_batch", "measure_slice", "measure_volume"]

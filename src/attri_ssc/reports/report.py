@@ -186,6 +186,10 @@ def build_report(demo_dir: str | Path, out_dir: str | Path | None = None) -> tup
                                  "table5": ": γ ablation"}[name])
             report.table(*parsed)
 
+    if ssc_results.get("skipped"):
+        report.p("Skipped for the size of the test split: " + "; ".join(
+            f"{metric} ({why})" for metric, why in ssc_results["skipped"].items()) + ".")
+
     report.h(2, "Attribute encoding")
     rows = []
     for run_dir in sorted(runs.iterdir()) if runs.exists() else []:
@@ -263,9 +267,13 @@ def _summary_lines(results: dict[str, Any], summary: dict[str, Any], interp: dic
     rec = results.get("reconstruction", {})
     clean = results.get("reconstruction_vs_clean", {})
     if rec:
-        lines.append(f"Attri-SSC-VAE test PSNR {rec.get('psnr_mean', float('nan')):.2f} dB vs input, "
-                     f"{clean.get('psnr_mean', float('nan')):.2f} dB vs clean; SSIM {rec.get('ssim_mean', float('nan')):.3f}; "
-                     f"MMD×10² {rec.get('mmd_x100', float('nan')):.3f}")
+        def num(block: dict[str, Any], key: str) -> float:
+            value = block.get(key)
+            return float("nan") if value is None else value
+
+        lines.append(f"Attri-SSC-VAE test PSNR {num(rec, 'psnr_mean'):.2f} dB vs input, "
+                     f"{num(clean, 'psnr_mean'):.2f} dB vs clean; SSIM {num(rec, 'ssim_mean'):.3f}; "
+                     f"MMD×10² {num(rec, 'mmd_x100'):.3f}")
     attrs = results.get("attributes", {})
     if attrs:
         lines.append("held-out Spearman ρ(â, a): " + ", ".join(
