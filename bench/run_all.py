@@ -44,6 +44,8 @@ def jobs(args) -> list[tuple[str, list[str], int, dict[str, str | None]]]:
         ("memory", ["bench_train_step.py", "--preset", "paper3d", "--size", "80", "--memory-model"], 60, {}),
         ("memory2d", ["bench_train_step.py", "--preset", "paper2d", "--memory-model"], 60, {}),
         ("paper2d", ["bench_train_step.py", "--preset", "paper2d", "--rounds", "2", "--compare-adam"], 300, {}),
+        # the explorer (attri-ssc serve) on the demo model, or a smoke run when there is none
+        ("serve", ["bench_serve.py"], 900, {}),
     ]
     if args.paper_3d:
         out.append(("paper3d", ["bench_train_step.py", "--preset", "paper3d", "--size", str(args.size3d),

@@ -22,14 +22,14 @@ LAYERS: dict[str, int] = {
     # 1 core
     "errors": 1, "config": 1, "dataclass_io": 1, "seeding": 1, "io_utils": 1,
     # ... with the per-concern config dataclasses that ``config.ExperimentConfig`` composes
-    # and the attribute registry their validation reads (they import only core)
-    "data.config": 1, "models.config": 1, "baselines.config": 1, "data.attributes": 1,
+    # and the attribute and label registries their validation reads (they import only core)
+    "data.config": 1, "models.config": 1, "baselines.config": 1, "data.attributes": 1, "data.labels": 1,
     # 2 data
     "data": 2,
     # 3 networks and losses (no saving, no training)
     "nn": 3, "models": 3, "baselines": 3, "losses": 3,
     # 4 training and the checkpoint/run-folder code
-    "training": 4, "checkpoint": 4, "runs": 4,
+    "training": 4, "checkpoint": 4, "runs": 4, "run_lock": 4,
     # 5 measurement
     "evaluation": 5,
     # 6 interpretation

@@ -147,6 +147,9 @@ class TrainConfig:
         channels_last: use channels-last memory format (for GPUs).
         device: ``auto`` (CUDA if present), ``cpu`` or ``cuda``.
         num_threads: torch intra-op threads (0: torch's default).
+        tensorboard: also log to TensorBoard under ``RUN/tensorboard`` (loss terms, code density,
+            live atoms, learning rate, validation PSNR, a reconstruction grid); needs the
+            ``tensorboard`` extra (``training/tensorboard.py``).
     """
 
     family: str = "attri_ssc"
@@ -172,6 +175,7 @@ class TrainConfig:
     channels_last: bool = False
     device: str = "auto"
     num_threads: int = 0
+    tensorboard: bool = False
 
     def validate(self) -> None:
         if self.family not in MODEL_FAMILIES:

@@ -2,7 +2,13 @@
 
 CASE is a case id (``P012``), optionally ``P012:4`` for slice 4 of a 2D run; without a
 slice, the middle slice containing myocardium (3D runs: the case's volume). Cases may come
-from any split. The work happens in :mod:`attri_ssc.reports.interpretation`.
+from any split. ``edit RUN --settings FILE --out PNG`` replays an edit exported by the explorer
+or by ``attri_ssc.Run.edit`` (and writes its images as OUT with suffix .npy).
+
+Both commands are faces of the Python API (``attri_ssc.load_run`` -> ``Run.edit`` /
+``Run.interpolate``), which uses the training-split statistics saved in the run folder
+(``RUN/interpretation.*``; computed from the data folder, and saved, for runs trained before them);
+the figures are drawn by :mod:`attri_ssc.reports.figures`.
 """
 
 from __future__ import annotations
@@ -43,8 +49,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("edit", help="edit one attribute of one image (A.5) → PNG strip with saliency")
     add_run_arguments(p)
-    p.add_argument("case", metavar="CASE", help="case id, optionally CASE:SLICE")
-    p.add_argument("--attribute", required=True, help="attribute to edit (one the run supervises)")
+    p.add_argument("case", metavar="CASE", nargs="?", default=None,
+                   help="case id, optionally CASE:SLICE (not with --settings)")
+    p.add_argument("--attribute", default=None, help="attribute to edit (one the run supervises); required "
+                   "unless --settings")
+    p.add_argument("--settings", type=Path, default=None, metavar="FILE",
+                   help="replay an exported edit (EditSettings JSON from the explorer or Run.edit(...).settings): "
+                        "case, slice (or the exported image), attribute, rule, α values, holds and atoms come "
+                        "from FILE; also writes the edited images (len(α), 1, *S) as OUT with suffix .npy")
     p.add_argument("--rule", choices=("feedback", "prototype", "shift", "magnitude", "literal"), default=DEFAULT_RULE,
                    help=f"feedback (per-image steps that the model, re-encoding the edit, reads as the attribute "
                         f"changing with the others held), prototype (toward training code maps at the attribute's "
@@ -66,31 +78,95 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_edit)
 
 
+def api_run(args: argparse.Namespace):
+    """The :class:`attri_ssc.Run` of ``args.run`` (the CLI's face on the Python API); the data folder is
+    ``--data`` or the one the run recorded (for runs saved without their interpretation statistics)."""
+    from attri_ssc.api import load_run
+    from attri_ssc.runs import load_run as load_loaded
+
+    data = args.data
+    if data is None:
+        recorded = load_loaded(args.run).data_dir
+        data = Path(recorded) if recorded and Path(recorded).is_dir() else None
+    return load_run(args.run, data=data, device=args.device)
+
+
+def api_item(run, spec: str) -> tuple[dict, str]:
+    """(item, label) of ``CASE`` or ``CASE:SLICE`` in the run's data (:meth:`attri_ssc.Run.item`)."""
+    case, _, slice_txt = spec.partition(":")
+    try:
+        slice_index = int(slice_txt) if slice_txt else None
+    except ValueError:
+        raise ConfigError(f"bad slice {slice_txt!r} in {spec!r}") from None
+    item = run.item(case, slice_index)
+    return item, item["case_id"] + (f":{item['slice']}" if item["slice"] is not None else "")
+
+
 def _interpolate(args: argparse.Namespace) -> int:
-    from attri_ssc.reports.interpretation import write_interpolation
-    from attri_ssc.runs import load_run_and_data
+    """Through the Python API (``Run.interpolate``)."""
+    from attri_ssc.interpret.interpolation import interpolation_alphas
+    from attri_ssc.reports.figures import interpolation_grid
 
     check_png(args.out)
     if args.steps < 2:
         raise ConfigError(f"--steps must be >= 2, got {args.steps}")
-    run, bundle = load_run_and_data(args.run, args.data, args.device)
-    print(write_interpolation(run, bundle, args.case_a, args.case_b, args.steps, args.out))
+    run = api_run(args)
+    (a, label_a), (b, label_b) = api_item(run, args.case_a), api_item(run, args.case_b)
+    frames = run.interpolate(a["image"], b["image"], steps=args.steps)
+    interpolation_grid(frames.clamp(0, 1), interpolation_alphas(args.steps).tolist(), args.out,
+                       title=f"{label_a} → {label_b} (Eq. 16)", inputs=(a["image"], b["image"]))
+    print(f"interpolation {label_a} → {label_b} in {args.steps} steps → {args.out}")
     return 0
 
 
 def _edit(args: argparse.Namespace) -> int:
+    """Through the Python API (``Run.edit``), so the CLI, notebooks and the explorer edit alike."""
+    import numpy as np
+
+    from attri_ssc.api import save_npy
     from attri_ssc.interpret.editing import alpha_grid
-    from attri_ssc.reports.interpretation import write_edit
-    from attri_ssc.runs import load_run_and_data
+    from attri_ssc.reports.figures import edit_strip
 
     check_png(args.out)
     check_quantile(args.quantile)
-    try:
-        alphas = alpha_grid(args.steps)
-    except ValueError as exc:
-        raise ConfigError(f"--steps: {exc}") from None
-    run, bundle = load_run_and_data(args.run, args.data, args.device)
-    print(write_edit(run, bundle, args.case, args.attribute, args.out, rule=args.rule, alphas=alphas,
-                     quantile=args.quantile, hold_fixed=args.hold_fixed, active_only=args.active_only,
-                     exclusive=args.exclusive, top_k=args.top_k, percentile=args.percentile))
+    if args.settings is not None:
+        if args.case is not None or args.attribute is not None:
+            raise ConfigError("--settings replays a saved edit: give no CASE and no --attribute with it")
+        run = api_run(args)
+        result, image = run.replay(args.settings)
+        label = (result.settings.case_id or Path(result.settings.image_path or "image").name) + (
+            f":{result.settings.slice}" if result.settings.slice is not None else "")
+    else:
+        if args.case is None or args.attribute is None:
+            raise ConfigError("edit needs CASE and --attribute (or --settings FILE)")
+        try:
+            alphas = alpha_grid(args.steps)
+        except ValueError as exc:
+            raise ConfigError(f"--steps: {exc}") from None
+        run = api_run(args)
+        run.attribute_index(args.attribute)
+        item, label = api_item(run, args.case)
+        image = item["image"]
+        if args.hold_fixed is None or args.rule not in ("prototype", "shift"):
+            hold = None
+        else:
+            a = run.attribute_index(args.attribute)
+            hold = ([run.attribute_names[o] for o in run.statistics.conditional_prototypes.conditioned_on.get(a, ())]
+                    if args.hold_fixed else [])
+        result = run.edit(item, args.attribute, alphas.tolist(), args.rule, hold, top_k=args.top_k,
+                          active_only=args.active_only, exclusive=args.exclusive, saliency=True,
+                          percentile=args.percentile, quantile=args.quantile)
+    s = result.settings
+    a = run.attribute_index(s.attribute)
+    rule = (s.rule + (", holding " + ", ".join(s.hold) + " fixed" if s.hold else "")
+            + (" (active only)" if s.active_only else "") + (" (exclusive atoms)" if s.exclusive else ""))
+    reading = result.readings[:, 0, a]
+    edit_strip(image, result.images[:, 0], s.alphas, args.out, saliency=result.saliency[:, 0],
+               title=f"{label}: {s.attribute} edited via atoms {s.atoms} ({rule}); "
+                     f"model's re-read (calibrated â) {float(reading[0]):.3g} → {float(reading[-1]):.3g}")
+    if args.settings is not None:
+        save_npy(args.out.with_suffix(".npy"), result.images[:, 0].numpy())
+    weight = run.model.mapper.effective_weight().detach()[a]
+    signs = [int(np.sign(float(weight[j]))) for j in s.atoms]
+    print(f"edited {s.attribute} of {label} via atoms {s.atoms} (signs {signs}, rule {rule}) → {args.out}")
     return 0

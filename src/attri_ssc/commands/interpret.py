@@ -50,7 +50,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sample", help="generate images from a sparse prior over training codes → PNG (+ JSON)")
     add_run_arguments(p)
     p.add_argument("-n", type=int, default=16, help="images in the grid (default 16)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="seeds the draws from the run's code prior (fitted once, with seed 0, on the training "
+                        "codes and saved in RUN/interpretation.*)")
     p.add_argument("--split", choices=("val", "test"), default="test", help="held-out split for MMD/FID")
     p.add_argument("--weights", default=None, help="folder of attri-ssc weights fetch (FID)")
     p.add_argument("--out", type=Path, required=True, help="PNG to write; metrics go to the same name .json")
@@ -102,14 +104,15 @@ def _compare_rules(args: argparse.Namespace) -> int:
 
 
 def _sample(args: argparse.Namespace) -> int:
+    """Through the Python API: the code prior ``Run.sample`` draws from (saved with the run), seeded by --seed."""
+    from attri_ssc.commands.edit import api_run
     from attri_ssc.reports.interpretation import samples_line, write_samples
-    from attri_ssc.runs import load_run_and_data
 
     check_png(args.out)
     if args.n < 1:
         raise ConfigError(f"-n must be >= 1, got {args.n}")
-    run, bundle = load_run_and_data(args.run, args.data, args.device)
-    metrics = write_samples(run, bundle, args.out, n=args.n, seed=args.seed, split=args.split,
-                            weights_dir=args.weights)
+    run = api_run(args)
+    metrics = write_samples(run, run.data_bundle(), args.out, n=args.n, seed=args.seed, split=args.split,
+                            weights_dir=args.weights, prior=run.statistics.prior)
     print(samples_line(metrics, args.n, args.out))
     return 0

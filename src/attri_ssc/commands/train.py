@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -41,9 +42,29 @@ def run(args: argparse.Namespace) -> int:
         cfg = load_config(args.config, args.overrides)
     result = train(cfg, args.data, args.out, resume=args.resume, force=args.force, progress=not args.no_progress,
                    init_from=args.init_from)
+    if result.completed and cfg.train.family == "attri_ssc" and int(os.environ.get("RANK", "0")) == 0:
+        save_interpretation_statistics(result.run_dir, args.data)
     state = "finished" if result.completed else f"stopped at global step {result.position.global_step}"
     print(f"training {state}; run folder: {result.run_dir}")
     if result.skipped_batches:
         print(f"attri-ssc train: warning: {result.skipped_batches} batch(es) with a non-finite loss or gradient "
               f"were skipped (train.skip_nonfinite); see {result.run_dir / 'metrics.jsonl'}", file=sys.stderr)
     return 0
+
+
+def save_interpretation_statistics(run_dir: Path, data_dir: Path) -> None:
+    """``RUN/interpretation.{safetensors,json}``: what editing and sampling need from the training
+    split (bounds, prototypes, calibration, attribute ranges, code prior), so that
+    ``attri_ssc.load_run(RUN)`` alone suffices (the training layer does not import ``interpret``)."""
+    from attri_ssc.api import load_run
+    from attri_ssc.errors import AttriSSCError
+
+    try:
+        load_run(run_dir, data=data_dir).statistics  # computed from the training split, saved in the run folder
+    except (AttriSSCError, ValueError) as exc:  # e.g. a training split too small for the code prior
+        print(f"attri-ssc train: warning: the model is saved, but not the statistics that editing and sampling "
+              f"need ({run_dir / 'interpretation.json'}): {exc}", file=sys.stderr)
+        return
+    if not (run_dir / "interpretation.json").is_file():  # the folder refused the write (read-only, full disk)
+        print(f"attri-ssc train: warning: could not write {run_dir / 'interpretation.json'}; "
+              f"attri_ssc.load_run(RUN, data=DIR) computes it when needed", file=sys.stderr)

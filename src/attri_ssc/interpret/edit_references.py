@@ -1,15 +1,13 @@
 """What an edit of a run needs from its training split: atom bounds, prototype code maps, the
 feedback rule's attribute units (A.5), and the rule used unless told otherwise.
 
-Used by ``attri-ssc edit``, ``verify-edits`` and ``interpret-all`` (through
-:mod:`attri_ssc.reports.interpretation`); the edit itself happens in
-:mod:`attri_ssc.interpret.editing`.
+Used by ``verify-edits`` and ``interpret-all`` (through :mod:`attri_ssc.reports.interpretation`);
+the edit itself happens in :mod:`attri_ssc.interpret.editing`. ``attri-ssc edit`` and the Python
+API use the same statistics as saved in the run folder (:mod:`attri_ssc.interpret.statistics`,
+whose :func:`~attri_ssc.interpret.statistics.calibrate_units` :func:`attribute_units` calls).
 """
 
 from __future__ import annotations
-
-import numpy as np
-import torch
 
 from attri_ssc.errors import ConfigError
 from attri_ssc.interpret.editing import (
@@ -50,7 +48,7 @@ def bounds_and_prototypes(run, bundle, percentile: float, quantile: float | None
     return bounds, plain, conditional
 
 
-def attribute_units(run, bundle, codes=None):
+def attribute_units(run, bundle, codes=None) -> AttributeUnits:
     """The ``feedback`` rule's :class:`AttributeUnits`, from the model's reading of the training split.
 
     The mapper's â is fitted to rank the attributes (L_AR), not to their scale, so each attribute's
@@ -62,24 +60,8 @@ def attribute_units(run, bundle, codes=None):
     Args:
         codes: the training images' codes (N, K, *s) if already computed.
     """
+    from attri_ssc.interpret.statistics import calibrate_units
+
     train = bundle.train
     z = collect_codes(run.model.backbone, train.images) if codes is None else codes
-    with torch.no_grad():
-        device = next(run.model.parameters()).device
-        pred = run.model.mapper(z.to(device)).double().cpu().numpy()
-    raw = train.raw_attributes.double().numpy()
-    sd, zero, slopes = [], [], []
-    for m in range(raw.shape[1]):
-        spread_hat, spread_raw = float(pred[:, m].std()), float(raw[:, m].std())
-        slope, intercept = (np.polyfit(pred[:, m], raw[:, m], 1) if spread_hat > 0 and spread_raw > 0
-                            else (0.0, 0.0))
-        if slope > 0:
-            sd.append(spread_raw / slope)
-            zero.append(-intercept / slope)
-            slopes.append(float(slope))
-        else:
-            sd.append(spread_hat if spread_hat > 0 else 1.0)
-            zero.append(float("nan"))
-            slopes.append(float("nan"))
-    return AttributeUnits(sd=torch.tensor(sd, dtype=torch.float32), zero=torch.tensor(zero, dtype=torch.float32),
-                          slope=torch.tensor(slopes, dtype=torch.float32))
+    return calibrate_units(run.model.mapper, z, train.raw_attributes)

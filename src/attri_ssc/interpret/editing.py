@@ -643,6 +643,10 @@ class EditSweep:
         predicted: (n, |A|) the model's own â of each edited code map (scaled units).
         selection: the edited atoms.
         rule, active_only: the rule used.
+        codes: (n, K, *s) the edited codes Z'(α).
+
+    With a batch of B images every (n, ...) above is (n·B, ...), α-major (rows k·B … k·B + B − 1
+    belong to α_k).
     """
 
     alphas: Tensor
@@ -652,22 +656,26 @@ class EditSweep:
     selection: AtomSelection
     rule: str
     active_only: bool
+    codes: Tensor | None = None
 
 
 def edit_sweep(model, x: Tensor, selection: AtomSelection, bounds: AtomBounds, alphas: Tensor,
                rule: str = "magnitude", active_only: bool = False, saliency: bool = True,
                prototypes: AttributePrototypes | None = None,
-               feedback: tuple[Sequence[int], AttributeUnits, FeedbackSettings] | None = None) -> EditSweep:
+               feedback: tuple[Sequence[int], AttributeUnits, FeedbackSettings] | None = None,
+               steps: FeedbackSteps | None = None) -> EditSweep:
     """Encode ``x``, edit its codes at every α, decode, and (optionally) compute saliency.
 
     Args:
         model: an ``AttriSSCVAE`` (``.backbone``, ``.mapper``), put in eval mode here.
-        x: one image (1, *S) or (1, 1, *S).
+        x: one image (1, *S) or (1, 1, *S), or a batch (B, 1, *S) (see :class:`EditSweep`).
         selection, bounds, rule, active_only, prototypes: see :func:`edit_codes`.
         alphas: (n,) values in [−1, 1].
         saliency: compute the saliency maps (one Jacobian-vector product per α).
         feedback: for the ``feedback`` rule, (held attribute indices, :class:`AttributeUnits`,
             settings): the arguments of :func:`feedback_steps` for this image.
+        steps: for the ``feedback`` rule, steps already searched for these images (then ``feedback``
+            is not needed; ``attri_ssc.Run`` reuses them while a slider moves α).
     """
     model.eval()
     backbone = model.backbone
@@ -675,10 +683,11 @@ def edit_sweep(model, x: Tensor, selection: AtomSelection, bounds: AtomBounds, a
     xb = (x if x.dim() == backbone.config.spatial_dims + 2 else x.unsqueeze(0)).to(device)
     with torch.no_grad():
         z = backbone(xb).codes  # (1, K, *s)
-    steps = None
-    if rule == "feedback":
+    if rule != "feedback":
+        steps = None
+    elif steps is None:
         if feedback is None:
-            raise ValueError("rule='feedback' needs (hold, units, settings)")
+            raise ValueError("rule='feedback' needs (hold, units, settings) or its steps")
         steps = feedback_steps(model, z, selection, feedback[0], feedback[1], feedback[2])
     with torch.no_grad():
         edited = torch.cat([edit_codes(z, selection, bounds, float(a), rule, active_only, prototypes, steps)
@@ -691,7 +700,7 @@ def edit_sweep(model, x: Tensor, selection: AtomSelection, bounds: AtomBounds, a
                                                steps) for a in alphas])
         maps = edited_atom_saliency(backbone.decode_codes, edited, selection.atoms, directions).cpu()
     return EditSweep(alphas=alphas.cpu(), images=images.cpu(), saliency=maps, predicted=predicted.cpu(),
-                     selection=selection, rule=rule, active_only=active_only)
+                     selection=selection, rule=rule, active_only=active_only, codes=edited.cpu())
 
 
 __all__ = [

@@ -94,6 +94,50 @@ class CodePrior:
         sparse = np.where(np.abs(dense) > self.thresholds[None, :, None], dense, 0.0)
         return torch.from_numpy(sparse.reshape(n, *self.code_shape).astype(np.float32))
 
+    def state(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
+        """The fitted prior as float64 tensors plus JSON-ready settings (no pickle); the inverse
+        of :meth:`from_state`, which rebuilds a prior that samples bit-identically."""
+        if self.thresholds is None:
+            raise RuntimeError("CodePrior.state called before fit")
+        arrays = {
+            "pca_mean": self.pca.mean_, "pca_components": self.pca.components_,
+            "pca_explained_variance": self.pca.explained_variance_,
+            "pca_explained_variance_ratio": self.pca.explained_variance_ratio_,
+            "gmm_weights": self.gmm.weights_, "gmm_means": self.gmm.means_,
+            "gmm_covariances": self.gmm.covariances_, "gmm_precisions_cholesky": self.gmm.precisions_cholesky_,
+            "train_density": self.train_density, "thresholds": self.thresholds,
+        }
+        tensors = {k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float64)) for k, v in arrays.items()}
+        meta = {"n_components": self.n_components, "n_mixtures": self.n_mixtures, "seed": self.seed,
+                "calibration_samples": self.calibration_samples, "code_shape": list(self.code_shape)}
+        return tensors, meta
+
+    @classmethod
+    def from_state(cls, tensors: dict[str, Tensor], meta: dict[str, Any]) -> "CodePrior":
+        """Rebuild a fitted prior from :meth:`state` (the scikit-learn estimators are refilled with
+        the saved parameters, never unpickled)."""
+        from sklearn.decomposition import PCA
+        from sklearn.mixture import GaussianMixture
+
+        prior = cls(meta["n_components"], meta["n_mixtures"], meta["seed"], meta["calibration_samples"])
+        arr = {k: v.double().numpy() for k, v in tensors.items()}
+        prior.code_shape = tuple(int(s) for s in meta["code_shape"])
+        prior.train_density, prior.thresholds = arr["train_density"], arr["thresholds"]
+        pca = PCA(n_components=int(arr["pca_components"].shape[0]), random_state=prior.seed)
+        pca.mean_, pca.components_ = arr["pca_mean"], arr["pca_components"]
+        pca.explained_variance_ = arr["pca_explained_variance"]
+        pca.explained_variance_ratio_ = arr["pca_explained_variance_ratio"]
+        pca.n_components_ = int(arr["pca_components"].shape[0])
+        pca.n_features_in_ = int(arr["pca_components"].shape[1])
+        prior.pca = pca
+        gmm = GaussianMixture(n_components=int(arr["gmm_weights"].shape[0]), covariance_type="full",
+                              reg_covar=1e-4, random_state=prior.seed)
+        gmm.weights_, gmm.means_ = arr["gmm_weights"], arr["gmm_means"]
+        gmm.covariances_, gmm.precisions_cholesky_ = arr["gmm_covariances"], arr["gmm_precisions_cholesky"]
+        gmm.n_features_in_ = int(arr["gmm_means"].shape[1])
+        prior.gmm = gmm
+        return prior
+
     def describe(self) -> dict[str, Any]:
         """JSON-ready description of the fitted prior."""
         return {

@@ -172,15 +172,26 @@ def write_edit_rule_comparison(run, bundle, out: Path, *, split: str = "test", n
 
 
 def write_samples(run, bundle, out: Path, *, n: int = 16, seed: int = 0, split: str = "test",
-                  weights_dir: str | None = None) -> dict:
+                  weights_dir: str | None = None, prior=None) -> dict:
     """``n`` images from the sparse code prior → ``out`` (PNG) and MMD (and FID) against the
-    held-out ``split`` → ``out`` with suffix ``.json``; returns those metrics."""
+    held-out ``split`` → ``out`` with suffix ``.json``; returns those metrics.
+
+    Args:
+        seed: seeds the draws from the prior.
+        prior: the fitted :class:`~attri_ssc.interpret.sampling.CodePrior`; None: the one saved in the
+            run folder (``RUN/interpretation.*``, what ``attri_ssc.Run.sample`` draws from), else one
+            fitted here on the training codes with the same seed (0).
+    """
     from attri_ssc.interpret.editing import collect_codes
     from attri_ssc.interpret.sampling import CodePrior, decode_samples, sample_quality
+    from attri_ssc.interpret.statistics import DEFAULT_PRIOR_SEED, load_statistics
     from attri_ssc.reports.figures import sample_grid
 
     backbone = run.model.backbone
-    prior = CodePrior(seed=seed).fit(collect_codes(backbone, bundle.train.images))
+    if prior is None:
+        saved = load_statistics(run.run_dir)
+        prior = (saved.prior if saved is not None
+                 else CodePrior(seed=DEFAULT_PRIOR_SEED).fit(collect_codes(backbone, bundle.train.images)))
     held = split_dataset(bundle, split).images
     n_metric = max(n, held.shape[0])
     samples = decode_samples(backbone, prior.sample(n_metric, seed=seed))

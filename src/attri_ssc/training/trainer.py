@@ -35,11 +35,13 @@ from attri_ssc.seeding import set_seed
 from attri_ssc.training import distributed as dist_utils
 from attri_ssc.training.augment import augment_batch, check_augmentation
 from attri_ssc.training.families import FAMILIES, post_step
+from attri_ssc.training.tensorboard import GRID_IMAGES, TensorBoardLog, require_tensorboard
 from attri_ssc.training.state import (load_model_tensors, model_tensors, optimizer_from_flat,
                                       optimizer_to_flat, restore_rng, rng_state)
 
 RUN_ARTIFACTS = ("config.yaml", "metrics.jsonl", "checkpoints", "model.safetensors", "model.json",
-                 "summary.json", "split.json")
+                 "summary.json", "split.json", "tensorboard", "interpretation.safetensors", "interpretation.json",
+                 "atom_bounds.json")
 CHECKPOINT_NAME = "checkpoints/last"
 # Data settings that may change between a checkpoint and its continuation.
 IRRELEVANT_TO_RESUME = ("cache_dir", "skip_bad_cases")
@@ -270,6 +272,19 @@ def validate(model: nn.Module, family, dataset, cfg: ExperimentConfig, stage: St
     return result
 
 
+@torch.no_grad()
+def log_reconstructions(board: TensorBoardLog, model: nn.Module, family, dataset, device: torch.device,
+                        global_step: int) -> None:
+    """TensorBoard's grid of the first :data:`GRID_IMAGES` images of ``dataset`` over their reconstructions."""
+    if board.writer is None or dataset is None or len(dataset) == 0:
+        return
+    was_training = model.training
+    model.eval()
+    images = dataset.images[:GRID_IMAGES].to(device)
+    board.reconstructions(global_step, images, family.reconstruction(model(images)).float())
+    model.train(was_training)
+
+
 def _spearman(x: np.ndarray, y: np.ndarray) -> float | None:
     if np.std(x) == 0 or np.std(y) == 0:
         return None
@@ -360,6 +375,8 @@ def train(cfg: ExperimentConfig, data_dir: str | Path, run_dir: str | Path, resu
     started = time.perf_counter()
     run_dir = Path(run_dir)
     cfg.validate()
+    if cfg.train.tensorboard:
+        require_tensorboard()  # before the run folder gets its first file
     device = resolve_device(cfg)
     info = dist_utils.init_distributed(device.type)
     if info.is_main:
@@ -427,6 +444,8 @@ def train(cfg: ExperimentConfig, data_dir: str | Path, run_dir: str | Path, resu
                      if resume and position.step_in_stage == 0 and position.stage < len(cfg.stages) else None)
     log = MetricsLog(run_dir / "metrics.jsonl", info.is_main, keep_until_step=position.global_step if resume else None,
                      restart_stage=restart_stage)
+    board = TensorBoardLog(run_dir, cfg.train.tensorboard and info.is_main,
+                           purge_step=position.global_step + 1 if resume else None)
     autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if cfg.train.precision == "bf16"
                 else nullcontext())
     last_val: dict[str, Any] = {}
@@ -508,14 +527,17 @@ def train(cfg: ExperimentConfig, data_dir: str | Path, run_dir: str | Path, resu
                 bar.set_postfix({k: f"{v:.3g}" for k, v in record.items() if not k.startswith("lr")}, refresh=False)
                 log.write({"kind": "step", "stage": stage.name, "step": position.step_in_stage,
                            "global_step": position.global_step, **record})
+                board.step(position.global_step, record)
             if cfg.train.val_every and position.global_step % cfg.train.val_every == 0 and info.is_main:
                 last_val = validate(model, family, bundle.val, cfg, stage, device, names)
                 log.write({"kind": "val", "stage": stage.name, "global_step": position.global_step, **last_val})
+                board.validation(position.global_step, last_val)
             stopping = cfg.train.stop_after and position.global_step >= cfg.train.stop_after
             if info.is_main and (position.global_step % cfg.train.checkpoint_every == 0 or stopping):
                 if position.step_in_stage < stage.steps:
                     save_training_state(run_dir, model, optimizer, position, cfg, run_extra)
             if stopping and position.step_in_stage < stage.steps:
+                board.close()
                 bar.close()
                 dist_utils.barrier(info)
                 dist_utils.cleanup(info)
@@ -525,15 +547,20 @@ def train(cfg: ExperimentConfig, data_dir: str | Path, run_dir: str | Path, resu
         if info.is_main:
             last_val = validate(model, family, bundle.val, cfg, stage, device, names)
             log.write({"kind": "val", "stage": stage.name, "global_step": position.global_step, **last_val})
+            board.validation(position.global_step, last_val)
+            log_reconstructions(board, model, family, bundle.val if len(bundle.val) else bundle.train,
+                                device, position.global_step)
             boundary = Position(stage_index + 1, 0, position.global_step)
             save_training_state(run_dir, model, None, boundary, cfg, run_extra)
             save_training_state(run_dir, model, None, boundary, cfg, run_extra, name=f"checkpoints/after_{stage.name}")
         dist_utils.barrier(info)
         position = Position(stage_index + 1, 0, position.global_step)
         if cfg.train.stop_after and position.global_step >= cfg.train.stop_after and stage_index + 1 < len(cfg.stages):
+            board.close()
             dist_utils.cleanup(info)
             return TrainResult(run_dir, False, position, last_val, time.perf_counter() - started)
 
+    board.close()
     wall = time.perf_counter() - started
     digests = dist_utils.all_gather_rows(
         torch.tensor(list(bytes.fromhex(weights_digest(model))), dtype=torch.uint8, device=device)[None], info)
