@@ -34,10 +34,12 @@ from typing import Iterable, Literal
 
 import numpy as np
 
-from attri_ssc.data.checks import (Problem, check_clinical_repeats, check_dimensions, check_file_names,
+from attri_ssc.data.checks import (REQUIRED_STRUCTURES, Problem, check_clinical_repeats, check_dimensions, check_file_names,
                                    check_geometry, check_image_voxels, check_mask_voxels, check_spacing,
                                    stored_zooms, volume_shape)
+from attri_ssc.data.attributes import LABEL_CAVITY, LABEL_INFARCT, LABEL_MYOCARDIUM, LABEL_NO_REFLOW
 from attri_ssc.data.clinical import ClinicalRecord, read_clinical
+from attri_ssc.data.labels import CANONICAL, EMIDEC_LABELS, LabelMap
 from attri_ssc.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -75,6 +77,11 @@ class EmidecCase:
         spacing: voxel spacing (sx, sy, sz) in mm from the image header.
         shape: (X, Y, Z) voxels; Z is the number of short-axis slices.
         clinical: the parsed clinical file.
+        label_map: how the mask files number the structures (EMIDEC's by default).
+
+    The properties ``patient_id``, ``group``, ``frame``, ``layout``, ``categorical`` and
+    :meth:`clinical_values` are the interface every reader's cases share
+    (:class:`attri_ssc.data.cohort.CohortCase`).
     """
 
     case_id: str
@@ -86,19 +93,42 @@ class EmidecCase:
     spacing: tuple[float, float, float]
     shape: tuple[int, int, int]
     clinical: ClinicalRecord = field(repr=False)
+    label_map: LabelMap = field(default=EMIDEC_LABELS, repr=False)
+
+    layout = "emidec"
+    frame = ""
 
     @property
     def pathological(self) -> bool:
         return self.label == "P"
+
+    @property
+    def patient_id(self) -> str:
+        """The split unit: one EMIDEC case is one patient."""
+        return self.case_id
+
+    @property
+    def group(self) -> str:
+        """Stratum of the patient-level split: 'N' or 'P'."""
+        return self.label
+
+    @property
+    def categorical(self) -> dict[str, str]:
+        return {"group": self.label}
+
+    def clinical_values(self) -> dict[str, float]:
+        """Case-level attribute values (physical units) from the clinical file."""
+        return {**self.clinical.attribute_values(), "pathological": float(self.pathological)}
 
     def load_image(self) -> np.ndarray:
         """Image (X, Y, Z) float32."""
         return load_nifti(self.image_path, self.case_id)[0].astype(np.float32, copy=False)
 
     def load_mask(self) -> np.ndarray:
-        """Labels (X, Y, Z) uint8, checked to be in {0..4} and shaped like the image."""
+        """Canonical labels (X, Y, Z) uint8 (:mod:`attri_ssc.data.labels`), checked against the
+        label map and shaped like the image."""
         data = load_nifti(self.mask_path, self.case_id)[0]
-        return check_mask(data, self.mask_path, self.case_id, self.shape)
+        return check_mask(data, self.mask_path, self.case_id, self.shape, self.label_map)
 
     def load_clean(self) -> np.ndarray | None:
         """Noise-free image (X, Y, Z) float32, or None when there is none."""
@@ -164,13 +194,42 @@ def _check_gzip(path: Path, case_id: str) -> None:
         ) from None
 
 
-def check_mask(data: np.ndarray, path: Path, case_id: str, shape: tuple[int, ...]) -> np.ndarray:
-    """Validate a label volume (:func:`attri_ssc.data.checks.check_mask_voxels`); returns it
-    as uint8 or raises :class:`DataError` with the first problem."""
-    errors = [p for p in check_mask_voxels(data, case_id, path, shape) if p.severity == "error"]
+def required_structures(label_map: LabelMap) -> tuple[tuple[str, frozenset[int]], ...]:
+    """The structures the attributes need, in canonical codes, described with the cohort's
+    own file values (for :func:`attri_ssc.data.checks.check_mask_voxels` on canonical masks)."""
+    if label_map == EMIDEC_LABELS:
+        return REQUIRED_STRUCTURES
+    myo = [v for v in (label_map.myocardium, label_map.infarct, label_map.no_reflow) if v is not None]
+    return (
+        (f"LV cavity (label {label_map.lv_cavity})", frozenset({LABEL_CAVITY})),
+        (f"myocardium (label(s) {', '.join(map(str, myo))})", frozenset({LABEL_MYOCARDIUM, LABEL_INFARCT, LABEL_NO_REFLOW})),
+    )
+
+
+def mask_problems(data: np.ndarray, path: Path, case_id: str, shape: tuple[int, ...],
+                  label_map: LabelMap = EMIDEC_LABELS) -> list[Problem]:
+    """Every problem of a label volume read through ``label_map``: file values the map does
+    not name, then :func:`attri_ssc.data.checks.check_mask_voxels` on the canonical codes."""
+    data = np.asarray(data)
+    if data.shape != tuple(shape) or not np.all(np.isfinite(data)) or not np.array_equal(np.rint(data), data):
+        return check_mask_voxels(data, case_id, path, shape)  # shape, finiteness, integer labels
+    try:
+        canonical = label_map.to_canonical(np.rint(data), path, case_id)
+    except DataError as exc:
+        return [Problem(case_id, str(path), str(exc).split(f"{path}: ", 1)[-1])]
+    return check_mask_voxels(canonical, case_id, path, shape, required=required_structures(label_map),
+                             valid_labels=frozenset(CANONICAL.values()))
+
+
+def check_mask(data: np.ndarray, path: Path, case_id: str, shape: tuple[int, ...],
+               label_map: LabelMap = EMIDEC_LABELS) -> np.ndarray:
+    """Validate a label volume against ``label_map`` (:func:`mask_problems`); returns its
+    canonical codes (uint8, :data:`attri_ssc.data.labels.CANONICAL`) or raises
+    :class:`DataError` with the first problem, naming the file."""
+    errors = [p for p in mask_problems(data, path, case_id, shape, label_map) if p.severity == "error"]
     if errors:
         raise DataError(f"case {case_id}: {path}: {errors[0].message}")
-    return np.rint(data).astype(np.uint8)
+    return label_map.to_canonical(np.rint(data), path, case_id)
 
 
 def _find_nifti(folder: Path, case_name: str) -> Path | None:
@@ -268,7 +327,8 @@ def discover(root: str | Path) -> tuple[list[CaseFiles], list[Problem]]:
 
 
 def inspect_case(files: CaseFiles, check_arrays: bool = False,
-                 other_ids: Iterable[str] = ()) -> tuple[EmidecCase | None, list[Problem]]:
+                 other_ids: Iterable[str] = (),
+                 label_map: LabelMap = EMIDEC_LABELS) -> tuple[EmidecCase | None, list[Problem]]:
     """Open one case's headers and clinical file (and, with ``check_arrays``, its voxel
     data); return the case when usable and every problem found.
 
@@ -321,7 +381,7 @@ def inspect_case(files: CaseFiles, check_arrays: bool = False,
         roles = {"image": files.image_path if "image" in headers else None,
                  "mask": files.mask_path if "mask" in headers else None, "clean": files.clean_path}
         mask_ok = not any(p.severity == "error" and p.path == str(files.mask_path) for p in problems)
-        problems += check_case_voxels(cid, roles, shape if mask_ok else None)
+        problems += check_case_voxels(cid, roles, shape if mask_ok else None, label_map=label_map)
     if clinical is not None and spacing is not None and abs(clinical.gap_between_slices - spacing[2]) > 0.51:
         problems.append(
             Problem(
@@ -345,20 +405,24 @@ def inspect_case(files: CaseFiles, check_arrays: bool = False,
         spacing=spacing,  # type: ignore[arg-type]
         shape=shape,  # type: ignore[arg-type]
         clinical=clinical,
+        label_map=label_map,
     )
     return case, problems
 
 
 def check_case_voxels(case_id: str, paths: dict[str, Path | None], shape: tuple[int, ...] | None,
-                      arrays: dict[str, np.ndarray] | None = None) -> list[Problem]:
-    """The voxel-level checks of one case (:mod:`attri_ssc.data.checks`): unreadable or
-    truncated data, non-finite or constant images, blank slices, mask labels and structures.
+                      arrays: dict[str, np.ndarray] | None = None,
+                      label_map: LabelMap = EMIDEC_LABELS) -> list[Problem]:
+    """The voxel-level checks of one case, shared by every reader (:mod:`attri_ssc.data.checks`):
+    unreadable or truncated data, non-finite or constant images, blank slices, mask labels
+    (read through ``label_map``) and structures.
 
     Args:
-        case_id: the case.
+        case_id: the case (sample).
         paths: role ('image', 'mask', 'clean') -> file, None when absent or already unusable.
         shape: the image's (X, Y, Z); None skips the mask checks (its geometry is wrong).
         arrays: role -> voxels already loaded (others are read from ``paths``).
+        label_map: how the mask file numbers the structures (:func:`mask_problems`).
     """
     problems: list[Problem] = []
     arrays = dict(arrays or {})
@@ -369,12 +433,16 @@ def check_case_voxels(case_id: str, paths: dict[str, Path | None], shape: tuple[
             arrays[role] = load_nifti(path, case_id)[0]
         except DataError as exc:
             problems.append(Problem(case_id, str(path), str(exc).split(f"{path}: ", 1)[-1]))
+    canonical = None
     if "mask" in arrays and shape is not None:
-        problems += check_mask_voxels(arrays["mask"], case_id, paths["mask"], shape)
+        found = mask_problems(arrays["mask"], paths["mask"], case_id, shape, label_map)
+        problems += found
+        if not any(p.severity == "error" for p in found):
+            canonical = label_map.to_canonical(np.rint(arrays["mask"]), paths["mask"], case_id)
     if "image" in arrays:
-        image, mask = arrays["image"], arrays.get("mask")
+        image = arrays["image"]
         problems += check_image_voxels(image, case_id, paths["image"], "image",
-                                       mask if mask is not None and mask.shape == image.shape else None)
+                                       canonical if canonical is not None and canonical.shape == image.shape else None)
     if "clean" in arrays:
         clean = arrays["clean"]
         clean_problems = [p for p in check_image_voxels(clean, case_id, paths["clean"], "clean")
@@ -386,7 +454,8 @@ def check_case_voxels(case_id: str, paths: dict[str, Path | None], shape: tuple[
     return problems
 
 
-def scan_dataset(root: str | Path, check_arrays: bool = False) -> tuple[list[EmidecCase], list[Problem]]:
+def scan_dataset(root: str | Path, check_arrays: bool = False,
+                 label_map: LabelMap = EMIDEC_LABELS) -> tuple[list[EmidecCase], list[Problem]]:
     """Every usable case under ``root`` and every problem found (nothing raised except
     for a missing root folder)."""
     files, problems = discover(root)
@@ -394,14 +463,15 @@ def scan_dataset(root: str | Path, check_arrays: bool = False) -> tuple[list[Emi
     bad_ids = {p.case_id for p in problems if p.severity == "error"}
     ids = [f.case_id for f in files]
     for f in files:
-        case, case_problems = inspect_case(f, check_arrays=check_arrays, other_ids=ids)
+        case, case_problems = inspect_case(f, check_arrays=check_arrays, other_ids=ids, label_map=label_map)
         problems.extend(case_problems)
         if case is not None and f.case_id not in bad_ids:
             cases.append(case)
     return cases, problems
 
 
-def read_dataset(root: str | Path, skip_bad_cases: bool = False, check_arrays: bool = False) -> list[EmidecCase]:
+def read_dataset(root: str | Path, skip_bad_cases: bool = False, check_arrays: bool = False,
+                 label_map: LabelMap = EMIDEC_LABELS) -> list[EmidecCase]:
     """Usable cases under ``root``, sorted by id.
 
     Args:
@@ -413,14 +483,22 @@ def read_dataset(root: str | Path, skip_bad_cases: bool = False, check_arrays: b
             checks); otherwise only headers and clinical files are read here and voxel
             problems surface when the arrays are loaded.
     """
-    return read_usable_cases(root, skip_bad_cases, check_arrays)[0]
+    return read_usable_cases(root, skip_bad_cases, check_arrays, label_map)[0]
 
 
-def read_usable_cases(root: str | Path, skip_bad_cases: bool = False,
-                      check_arrays: bool = False) -> tuple[list[EmidecCase], dict[str, list[str]]]:
+def read_usable_cases(root: str | Path, skip_bad_cases: bool = False, check_arrays: bool = False,
+                      label_map: LabelMap = EMIDEC_LABELS) -> tuple[list[EmidecCase], dict[str, list[str]]]:
     """:func:`read_dataset`, also returning the skipped cases: case id ('' for the folder)
     -> the problems that made it unusable (each ``str(Problem)``)."""
-    cases, problems = scan_dataset(root, check_arrays=check_arrays)
+    cases, problems = scan_dataset(root, check_arrays=check_arrays, label_map=label_map)
+    return raise_or_skip(root, cases, problems, skip_bad_cases)
+
+
+def raise_or_skip(root: str | Path, cases: list, problems: list[Problem],
+                  skip_bad_cases: bool) -> tuple[list, dict[str, list[str]]]:
+    """Any reader's (cases, problems) → (usable cases, skipped): one :class:`DataError` listing
+    every error, or (``skip_bad_cases``) the errors logged and recorded per case id ('' for the
+    folder) as ``str(Problem)``; warnings are logged."""
     errors = [p for p in problems if p.severity == "error"]
     for p in problems:
         if p.severity == "warning":
@@ -447,8 +525,11 @@ __all__ = [
     "check_case_voxels",
     "check_mask",
     "discover",
+    "mask_problems",
+    "required_structures",
     "inspect_case",
     "load_nifti",
+    "raise_or_skip",
     "read_dataset",
     "read_usable_cases",
     "scan_dataset",
