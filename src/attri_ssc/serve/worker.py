@@ -12,13 +12,21 @@ value (``static/app.js``). On the server, an edit may carry a ``session`` and a 
 and a job whose ``seq`` is older than its session's newest when it reaches the worker is
 skipped (answered ``{"superseded": true}``, not an error), so a client that fires requests
 faster than the model answers never builds a queue.
+
+Background work: when an image is selected under the ``feedback`` rule, the explorer queues the
+rule's per-image step searches (one job per attribute) with :meth:`ModelWorker.background`. Those
+jobs run only when no request is waiting (a priority queue: requests first, in arrival order,
+then background jobs), so a search started ahead of time delays a slider move by at most the one
+search already running, and the first move of a slider usually finds its steps searched.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
+import queue
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import Any, Callable, TypeVar
 
 T = TypeVar("T")
@@ -31,12 +39,51 @@ class Superseded(Exception):
 class ModelWorker:
     """Runs callables one at a time on one dedicated thread (module doc)."""
 
+    #: Priorities of the queue: requests before background jobs.
+    REQUEST, BACKGROUND = 0, 1
+
     def __init__(self) -> None:
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="attri-ssc-model")
+        self._queue: queue.PriorityQueue = queue.PriorityQueue()
+        self._order = itertools.count()
         self._latest: dict[str, int] = {}
         self._lock = threading.Lock()
+        self._closed = False
         self.jobs_run = 0
         self.jobs_skipped = 0
+        self.background_run = 0
+        self._thread = threading.Thread(target=self._loop, name="attri-ssc-model", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            _, _, job = self._queue.get()
+            if job is None:
+                return
+            fn, future = job
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                result = fn()
+            except BaseException as exc:  # handed to the waiting request
+                future.set_exception(exc)
+            else:
+                future.set_result(result)
+
+    def _submit(self, priority: int, fn: Callable[[], T]) -> "Future[T]":
+        if self._closed:
+            raise RuntimeError("the model worker is shut down")
+        future: Future = Future()
+        self._queue.put((priority, next(self._order), (fn, future)))
+        return future
+
+    def background(self, fn: Callable[..., Any], *args: Any) -> "Future[Any]":
+        """Queue ``fn(*args)`` behind every request (module doc); its errors stay in the future."""
+
+        def job() -> Any:
+            self.background_run += 1
+            return fn(*args)
+
+        return self._submit(self.BACKGROUND, job)
 
     def supersede(self, session: str | None, seq: int | None) -> None:
         """Record that ``session`` sent request ``seq`` (call when the request arrives)."""
@@ -69,11 +116,21 @@ class ModelWorker:
             self.jobs_run += 1
             return fn(*args)
 
-        return await asyncio.wrap_future(self._executor.submit(job))
+        return await asyncio.wrap_future(self._submit(self.REQUEST, job))
 
     def call(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(*args)`` on the worker thread and wait (for synchronous callers: startup, tests)."""
-        return self._executor.submit(fn, *args).result()
+        return self._submit(self.REQUEST, lambda: fn(*args)).result()
 
     def shutdown(self) -> None:
-        self._executor.shutdown(wait=True, cancel_futures=True)
+        """Cancel the jobs still queued, finish the running one, stop the thread."""
+        self._closed = True
+        while True:
+            try:
+                _, _, job = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if job is not None:
+                job[1].cancel()
+        self._queue.put((self.REQUEST, -1, None))
+        self._thread.join()
