@@ -485,17 +485,18 @@ def test_worker_runs_background_jobs_only_when_no_request_waits():
         blocker = asyncio.ensure_future(worker.run(gate.wait))
         await asyncio.sleep(0.05)
         background = [worker.background(done.append, f"bg{k}") for k in range(2)]
+        search = asyncio.ensure_future(worker.run(done.append, "search", priority=worker.SEARCH))
         requests = [asyncio.ensure_future(worker.run(done.append, f"req{k}")) for k in range(2)]
         await asyncio.sleep(0.05)
         gate.set()
         await blocker
-        await asyncio.gather(*requests)
+        await asyncio.gather(*requests, search)
         for f in background:
             await asyncio.wrap_future(f)
 
     asyncio.run(scenario())
     worker.shutdown()
-    assert done == ["req0", "req1", "bg0", "bg1"] and worker.background_run == 2
+    assert done == ["req0", "req1", "search", "bg0", "bg1"] and worker.background_run == 2
 
 
 def test_selecting_an_image_searches_its_feedback_steps_before_the_first_move(run):

@@ -113,10 +113,12 @@ def create_app(run, limits: UploadLimits = UploadLimits(), gallery_limit: int = 
             ex.select(request.item, request.session)
             for name in ex.prefetch_order(request.item, request.attribute, request.hold):
                 worker.background(ex.prefetch, request.item, name, request.hold, request.session)
+        slow = explorer().needs_search(request.item, request.attribute, request.alpha, request.rule, request.hold)
         try:
             return await worker.run(explorer().edit, request.item, request.attribute, request.alpha, request.rule,
                                     request.hold, request.slice, request.saliency, request.judge,
-                                    session=request.session, seq=request.seq)
+                                    session=request.session, seq=request.seq,
+                                    priority=worker.SEARCH if slow else worker.REQUEST)
         except Superseded:
             return {"superseded": True}
 

@@ -94,6 +94,7 @@ class Explorer:
         self.gallery_note = ""
         self._judge_note: str | None = None
         self._selected: dict[str, str] = {}  # session -> item last selected (background searches follow it)
+        self._searched: set[tuple] = set()  # (item, attribute, hold names) whose feedback steps the run has
         self._prefetched: set[tuple] = set()  # (item, attribute, hold) whose search was queued once
         self.search_seconds: list[float] = []  # step searches run ahead of time (prefetch), for the record
         self._load_gallery(gallery_limit)
@@ -250,10 +251,24 @@ class Explorer:
             text = str(exc)
             field_name = "hold" if "hold" in text else "rule" if "rule" in text else "attribute"
             raise ApiError(422, field_name, text) from None
+        if rule == "feedback":
+            self._searched.add((item.id, name, tuple(hold_names)))
         return self._remember(key, Frame(_np(result.images)[0, 0],
                                          _np(result.saliency)[0, 0] if saliency else None,
                                          _np(result.readings)[0, 0], result.settings,
                                          judged=frame.judged if frame is not None else None))
+
+    def needs_search(self, item_id: str, attribute_name: str, alpha: float, rule: str, hold: bool | list[str]) -> bool:
+        """Whether this edit request will run the ``feedback`` step search (its slider's first move
+        for the item): the app queues it behind quick requests (worker module doc). A guess made on
+        the event loop; a wrong guess only changes the order of the queue."""
+        if rule != "feedback" or alpha == 0.0 or attribute_name not in self.run.attribute_names:
+            return False
+        try:
+            names = self._hold_names(self.run.attribute_names.index(attribute_name), rule, hold)
+        except ApiError:
+            return False
+        return (item_id, attribute_name, tuple(names)) not in self._searched
 
     def select(self, item_id: str, session: str | None) -> None:
         """Record that ``session`` selected ``item_id`` (called on the event loop as a request arrives)."""
@@ -297,6 +312,7 @@ class Explorer:
                           slice=item.slice)
         except (AttriSSCError, ApiError):  # an attribute without atoms: its slider's request says so
             return False
+        self._searched.add((item.id, attribute_name, tuple(hold_names)))
         self.search_seconds.append(time.perf_counter() - started)
         del self.search_seconds[:-1000]
         return True

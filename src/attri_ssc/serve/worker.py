@@ -16,7 +16,8 @@ faster than the model answers never builds a queue.
 Background work: when an image is selected under the ``feedback`` rule, the explorer queues the
 rule's per-image step searches (one job per attribute) with :meth:`ModelWorker.background`. Those
 jobs run only when no request is waiting (a priority queue: requests first, in arrival order,
-then background jobs), so a search started ahead of time delays a slider move by at most the one
+then requests that start a step search, then background jobs; a client whose steps are searched
+does not wait behind other clients' queued searches), so a search started ahead of time delays a slider move by at most the one
 search already running, and the first move of a slider usually finds its steps searched.
 """
 
@@ -39,8 +40,9 @@ class Superseded(Exception):
 class ModelWorker:
     """Runs callables one at a time on one dedicated thread (module doc)."""
 
-    #: Priorities of the queue: requests before background jobs.
-    REQUEST, BACKGROUND = 0, 1
+    #: Priorities of the queue: requests, then requests that start a long search (a slider's first
+    #: move under ``feedback``), then background jobs.
+    REQUEST, SEARCH, BACKGROUND = 0, 1, 2
 
     def __init__(self) -> None:
         self._queue: queue.PriorityQueue = queue.PriorityQueue()
@@ -101,8 +103,11 @@ class ModelWorker:
         with self._lock:
             return seq < self._latest.get(session, -1)
 
-    async def run(self, fn: Callable[..., T], *args: Any, session: str | None = None, seq: int | None = None) -> T:
-        """Run ``fn(*args)`` on the worker thread and await its result.
+    async def run(self, fn: Callable[..., T], *args: Any, session: str | None = None, seq: int | None = None,
+                  priority: int = REQUEST) -> T:
+        """Run ``fn(*args)`` on the worker thread and await its result (``priority``: :attr:`REQUEST`,
+        or :attr:`SEARCH` for a request that starts a long search, so that quick requests queued
+        behind it are answered first).
 
         Raises:
             Superseded: when ``session``/``seq`` are given and a newer request of the session
@@ -116,7 +121,7 @@ class ModelWorker:
             self.jobs_run += 1
             return fn(*args)
 
-        return await asyncio.wrap_future(self._submit(self.REQUEST, job))
+        return await asyncio.wrap_future(self._submit(priority, job))
 
     def call(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(*args)`` on the worker thread and wait (for synchronous callers: startup, tests)."""
