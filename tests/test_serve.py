@@ -525,3 +525,29 @@ def test_selecting_an_image_searches_its_feedback_steps_before_the_first_move(ru
     reading = direct.readings[0, 0].numpy()
     names = run.attribute_names
     assert [move["readings"]["after"][n] for n in names] == pytest.approx(reading.tolist(), rel=1e-5, abs=1e-6)
+
+
+def test_worker_lets_a_search_be_overtaken_by_at_most_a_few_later_requests():
+    import asyncio
+
+    worker = ModelWorker()
+    gate = threading.Event()
+    done: list[str] = []
+    n = worker.SEARCH_OVERTAKE + 3
+
+    async def scenario():
+        blocker = asyncio.ensure_future(worker.run(gate.wait))
+        await asyncio.sleep(0.05)
+        search = asyncio.ensure_future(worker.run(done.append, "search", priority=worker.SEARCH))
+        await asyncio.sleep(0.01)
+        requests = []
+        for k in range(n):
+            requests.append(asyncio.ensure_future(worker.run(done.append, f"req{k}")))
+            await asyncio.sleep(0.005)
+        gate.set()
+        await asyncio.gather(blocker, search, *requests)
+
+    asyncio.run(scenario())
+    worker.shutdown()
+    assert done.index("search") == worker.SEARCH_OVERTAKE  # never starved behind a stream of requests
+    assert [d for d in done if d != "search"] == [f"req{k}" for k in range(n)]

@@ -16,8 +16,9 @@ faster than the model answers never builds a queue.
 Background work: when an image is selected under the ``feedback`` rule, the explorer queues the
 rule's per-image step searches (one job per attribute) with :meth:`ModelWorker.background`. Those
 jobs run only when no request is waiting (a priority queue: requests first, in arrival order,
-then requests that start a step search, then background jobs; a client whose steps are searched
-does not wait behind other clients' queued searches), so a search started ahead of time delays a slider move by at most the one
+except that a request starting a step search may be overtaken by a few later requests, then
+background jobs; a client whose steps are searched does not wait behind other clients' queued
+searches, and no search starves), so a search started ahead of time delays a slider move by at most the one
 search already running, and the first move of a slider usually finds its steps searched.
 """
 
@@ -40,9 +41,12 @@ class Superseded(Exception):
 class ModelWorker:
     """Runs callables one at a time on one dedicated thread (module doc)."""
 
-    #: Priorities of the queue: requests, then requests that start a long search (a slider's first
-    #: move under ``feedback``), then background jobs.
+    #: Kinds of job: a request; a request that starts a long search (a slider's first move under
+    #: ``feedback``); a background job. Requests run in arrival order, except that a search may be
+    #: overtaken by at most :attr:`SEARCH_OVERTAKE` later requests (a quick request does not wait a
+    #: whole search, and a search is never starved); background jobs run when nothing else waits.
     REQUEST, SEARCH, BACKGROUND = 0, 1, 2
+    SEARCH_OVERTAKE = 8
 
     def __init__(self) -> None:
         self._queue: queue.PriorityQueue = queue.PriorityQueue()
@@ -75,7 +79,12 @@ class ModelWorker:
         if self._closed:
             raise RuntimeError("the model worker is shut down")
         future: Future = Future()
-        self._queue.put((priority, next(self._order), (fn, future)))
+        order = next(self._order)
+        if priority == self.SEARCH:
+            key = (0, order + self.SEARCH_OVERTAKE)
+        else:
+            key = (1 if priority == self.BACKGROUND else 0, order)
+        self._queue.put((key, order, (fn, future)))
         return future
 
     def background(self, fn: Callable[..., Any], *args: Any) -> "Future[Any]":
@@ -137,5 +146,5 @@ class ModelWorker:
                 break
             if job is not None:
                 job[1].cancel()
-        self._queue.put((self.REQUEST, -1, None))
+        self._queue.put(((0, -1), -1, None))
         self._thread.join()
