@@ -8,12 +8,14 @@ Measures, in one process and interleaved rounds:
   C' = 256, K = 512, 16×16 locations, T = 16, fp32, and of :func:`lista_reference`
   (plain autograd, the implementation before the fused one); ms, GFLOP/s on the
   iterations' FLOPs (3·(T−1)·2K²M: one GEMM forward and two backward per iteration),
-  ratio to the GEMM rate (target >= 0.70);
+  ratio to the GEMM rate (target >= 0.80). The whole measurement is repeated ``--repeats``
+  times (default 5) and the last record gives every repeat's ratio and their median, the
+  figure to quote (single runs on a shared machine spread by ±0.1);
 * ``threshold_net``: the attentive threshold network alone (conv C'→K, two residual
   blocks, CBAM) at the same shapes, forward+backward: ms, GFLOP/s on FlopCounterMode's
   count, ratio to the reference conv rate and to its own convolutions run alone.
 
-Usage: ``python bench/bench_lista.py [--rounds 7] [--threads N]``; prints JSON lines.
+Usage: ``python bench/bench_lista.py [--rounds 7] [--repeats 5] [--threads N]``; prints JSON lines.
 """
 
 from __future__ import annotations
@@ -28,7 +30,13 @@ from attri_ssc.models.config import preset
 from attri_ssc.models.sparse_coder import Dictionary, ThresholdNet, lipschitz_constant, lista, lista_reference
 
 
-def bench_lista(rounds: int, b: int = 4, c: int = 256, k: int = 512, side: int = 16, t: int = 16) -> None:
+TARGET = 0.80
+
+
+def bench_lista(rounds: int, b: int = 4, c: int = 256, k: int = 512, side: int = 16, t: int = 16,
+                repeat: int = 0) -> float:
+    """One interleaved measurement; emits its records and returns the fused LISTA's median
+    per-round ratio to the GEMM rate."""
     torch.manual_seed(0)
     n = side * side
     m = b * n
@@ -71,16 +79,21 @@ def bench_lista(rounds: int, b: int = 4, c: int = 256, k: int = 512, side: int =
             **C.summary(times, "gemm_skeleton"),
             "gflops": round(iter_flops / C.median(times.wall["gemm_skeleton"]) / 1e9, 2),
             "gflops_cpu": round(iter_flops / C.median(times.cpu["gemm_skeleton"]) / 1e9, 2)})
+    ratio = 0.0
     for name in ("lista_fused", "lista_reference"):
-        C.emit({"bench": "lista", "impl": name.split("_")[1], "B": b, "C": c, "K": k, "N": n, "T": t,
+        record = C.emit({"bench": "lista", "impl": name.split("_")[1], "repeat": repeat, "B": b, "C": c, "K": k,
+                         "N": n, "T": t,
                 "dtype": "float32", "pass": "forward+backward", **C.summary(times, name),
                 "iteration_gflop": round(iter_flops / 1e9, 3), "counted_gflop": round(counted / 1e9, 3),
                 "gflops_on_iterations": round(iter_flops / C.median(times.wall[name]) / 1e9, 2),
                 # per round: (time of the iterations' GEMMs alone) / (time of LISTA) = rate ratio
-                **C.ratio_summary(times, "gemm_skeleton", name, "ratio_to_gemm"), "target": 0.70,
+                **C.ratio_summary(times, "gemm_skeleton", name, "ratio_to_gemm"), "target": TARGET,
                 "code_density": round(density, 3), "rounds": rounds})
-    C.emit({"bench": "lista", "impl": "speedup", "what": "reference (plain autograd) / fused",
+        if name == "lista_fused":
+            ratio = record["ratio_to_gemm"]
+    C.emit({"bench": "lista", "impl": "speedup", "repeat": repeat, "what": "reference (plain autograd) / fused",
             **C.ratio_summary(times, "lista_reference", "lista_fused", "speedup")})
+    return ratio
 
 
 def bench_threshold_net(rounds: int, b: int = 4, side: int = 16) -> None:
@@ -128,12 +141,17 @@ def bench_threshold_net(rounds: int, b: int = 4, side: int = 16) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--repeats", type=int, default=5, help="independent LISTA measurements; the median is "
+                                                                  "reported (default 5)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--skip-threshold-net", action="store_true")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    bench_lista(args.rounds)
+    ratios = [bench_lista(args.rounds, repeat=i) for i in range(args.repeats)]
+    C.emit({"bench": "lista", "impl": "fused", "what": "ratio to the GEMM rate, median of the repeats",
+            "ratio_to_gemm_runs": ratios, "ratio_to_gemm_median": round(C.median(ratios), 3), "target": TARGET,
+            "meets_target": C.median(ratios) >= TARGET, "load_avg": C.load_avg()})
     if not args.skip_threshold_net:
         bench_threshold_net(max(3, args.rounds - 2))
 

@@ -30,7 +30,7 @@ RESULTS = HERE / "results.json"
 def jobs(args) -> list[tuple[str, list[str], int, dict[str, str | None]]]:
     """(name, script arguments, time limit in s, environment changes) in run order."""
     out = [
-        ("lista", ["bench_lista.py", "--rounds", "5"], 150, {}),
+        ("lista", ["bench_lista.py", "--rounds", "5", "--repeats", "5"], 450, {}),
         ("data", ["bench_data.py", "--sizes", "5", "10", "20"], 180, {}),
         ("small", ["bench_train_step.py", "--preset", "small", "--rounds", "5", "--compare-adam"], 120, {}),
         ("small_before", ["bench_train_step.py", "--preset", "small", "--rounds", "5", "--variant", "before",

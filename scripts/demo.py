@@ -1,23 +1,155 @@
 """`make demo`: the paper end to end on built-in phantoms, with a report.
 
 Steps (each reused when its output exists, unless --force): generate phantoms → fetch
-FID/LPIPS weights (optional) → train Attri-SSC-VAE (demo-2d) → train the four baselines →
-evaluate every run → compare (Tables 1, 2, 4) → interpolate, edit every supervised
-attribute, verify edits, correlations, sample → runs/demo/report.{md,html}.
+FID/LPIPS weights (optional) → train Attri-SSC-VAE (demo-2d) and its one-to-one ablation →
+train the four baselines → evaluate every run → compare (Tables 1, 2, 4) → interpolate, edit
+every supervised attribute, verify the default edit rule, correlations, sample →
+runs/demo/report.{md,html}.
 
-Usage: python scripts/demo.py [--out runs/demo] [--force] [--no-weights] [--quick]
+The steps form a dependency graph and run ``--jobs`` at a time (default: one per CPU core,
+at most 2), each as its own single-thread process: the small demo model leaves most of a
+2-thread process idle (two 1-thread trainings side by side gave 1.7x the throughput of one
+2-thread training), so the Attri-SSC-VAE training runs beside the baselines' and the
+evaluations beside the interpretation. Each step's output goes to ``OUT/logs/STEP.log``.
+The ten-rule edit comparison is its own command: ``attri-ssc compare-edit-rules``.
+
+Usage: python scripts/demo.py [--out runs/demo] [--force] [--no-weights] [--quick] [--jobs N]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 BASELINES = ("vae", "beta_vae", "ar_vae", "attri_vae")
+
+
+@dataclass
+class Step:
+    """One CLI call of the demo: ``attri-ssc *command``, run after the steps named in ``after``;
+    skipped when ``done`` (its output exists) unless --force."""
+
+    name: str
+    command: list[str]
+    after: tuple[str, ...] = ()
+    done: bool = False
+    always: bool = False  # rerun every time (cheap summaries of the other steps)
+    threads: int = 1
+
+
+@dataclass
+class Running:
+    step: Step
+    process: subprocess.Popen
+    log: Path
+    started: float = field(default_factory=time.perf_counter)
+
+
+def demo_steps(args: argparse.Namespace, out: Path) -> list[Step]:
+    """The demo's steps (2D phantoms), in the order they are preferred when several are ready:
+    the longest chain (Attri-SSC-VAE training → one-to-one → ...) first."""
+    data, weights, runs = out / "phantoms", out / "weights", out / "runs"
+    common = [f"data.cache_dir={out / 'cache'}", "train.num_threads=1"]
+    quick = ["stages.0.steps=30", "stages.1.steps=15", "stages.2.steps=15"] if args.quick else []
+    quick_baseline = ["stages.0.steps=40"] if args.quick else []
+    sets = lambda items: [x for item in items for x in ("--set", item)]  # noqa: E731
+    weights_args = [] if args.no_weights else ["--weights", str(weights)]
+    weight_dep = () if args.no_weights else ("weights",)
+
+    steps = [Step("phantoms", ["generate-phantoms", str(data), "--n-cases", str(args.cases if not args.quick else 30),
+                               "--seed", "0"], done=(data / "phantom_ground_truth.json").exists())]
+    if not args.no_weights:
+        steps.append(Step("weights", ["weights", "fetch", "--dir", str(weights)],
+                          done=(weights / "manifest.json").exists()))
+    ssc, one_to_one = runs / "attri_ssc", runs / "attri_ssc_one_to_one"
+    steps.append(Step("train attri_ssc", ["train", "--data", str(data), "--config", "demo-2d", "--out", str(ssc),
+                                          "--force", "--no-progress", *sets(common + quick)],
+                      after=("phantoms",), done=(ssc / "model.json").exists()))
+    steps.append(Step("train attri_ssc_one_to_one",
+                      ["train", "--data", str(data), "--config", "demo-2d", "--out", str(one_to_one), "--force",
+                       "--no-progress", "--init-from", str(ssc / "checkpoints" / "after_stage2"),
+                       *sets(common + quick + ["train.one_to_one=true"])],
+                      after=("train attri_ssc",), done=(one_to_one / "model.json").exists()))
+    steps.append(Step("interpret", ["interpret-all", str(ssc), "--out", str(out / "figures"), *weights_args],
+                      after=("train attri_ssc", *weight_dep), always=True))
+    for family in BASELINES:
+        run = runs / family
+        steps.append(Step(f"train {family}", ["train", "--data", str(data), "--config", "baseline-2d", "--out",
+                                              str(run), "--force", "--no-progress",
+                                              *sets(common + quick_baseline + [f"train.family={family}"])],
+                          after=("phantoms",), done=(run / "model.json").exists()))
+    all_runs = [ssc, one_to_one, *(runs / f for f in BASELINES)]
+    for run in all_runs:
+        steps.append(Step(f"evaluate {run.name}", ["evaluate", str(run), "--no-progress", *weights_args],
+                          after=(f"train {run.name}", *weight_dep), done=(run / "results.json").exists()))
+    steps.append(Step("compare", ["compare", *map(str, all_runs), "--out", str(out / "tables")],
+                      after=tuple(f"evaluate {r.name}" for r in all_runs), always=True))
+    steps.append(Step("report", ["report", str(out), "--out", str(out)], after=("compare", "interpret"),
+                      always=True))
+    return steps
+
+
+def run_steps(steps: list[Step], jobs: int, force: bool, logs: Path) -> dict[str, float]:
+    """Run ``steps`` ``jobs`` at a time in dependency order; returns each run step's seconds.
+
+    A failing step stops the demo: the others still running are terminated and the failing
+    step's log tail is printed; raises ``SystemExit`` with its exit code.
+    """
+    names = {s.name for s in steps}
+    for s in steps:
+        missing = [a for a in s.after if a not in names]
+        if missing:
+            raise ValueError(f"step {s.name!r} waits for unknown steps {missing}")
+    logs.mkdir(parents=True, exist_ok=True)
+    finished: set[str] = set()
+    timings: dict[str, float] = {}
+    pending = list(steps)
+    running: list[Running] = []
+    while pending or running:
+        for s in list(pending):
+            if s.done and not s.always and not force and all(a in finished for a in s.after):
+                print(f"[demo] {s.name}: done already (use --force to redo)", flush=True)
+                finished.add(s.name)
+                pending.remove(s)
+        ready = [s for s in pending if all(a in finished for a in s.after)]
+        while ready and len(running) < jobs:
+            s = ready.pop(0)
+            pending.remove(s)
+            log = logs / (s.name.replace(" ", "_") + ".log")
+            env = {**os.environ, "OMP_NUM_THREADS": str(s.threads), "MKL_NUM_THREADS": str(s.threads)}
+            print(f"[demo] {s.name}: attri-ssc {' '.join(s.command)}  (log: {log})", flush=True)
+            with open(log, "w") as fh:
+                proc = subprocess.Popen([sys.executable, "-m", "attri_ssc", *s.command], stdout=fh,
+                                        stderr=subprocess.STDOUT, env=env)
+            running.append(Running(s, proc, log))
+        if not running and pending:
+            raise ValueError(f"steps waiting on each other: {[s.name for s in pending]}")
+        time.sleep(0.2)
+        for r in list(running):
+            code = r.process.poll()
+            if code is None:
+                continue
+            running.remove(r)
+            seconds = time.perf_counter() - r.started
+            if code != 0:
+                for other in running:
+                    other.process.terminate()
+                for other in running:
+                    other.process.wait()
+                tail = r.log.read_text(errors="replace").splitlines()[-30:]
+                print(f"[demo] {r.step.name} failed (exit {code}) after {seconds:.0f} s; end of {r.log}:",
+                      *tail, sep="\n", file=sys.stderr)
+                raise SystemExit(code)
+            timings[r.step.name] = seconds
+            finished.add(r.step.name)
+            print(f"[demo] {r.step.name}: finished in {seconds:.0f} s", flush=True)
+    return timings
 
 
 def main() -> int:
@@ -27,69 +159,34 @@ def main() -> int:
     parser.add_argument("--no-weights", action="store_true", help="skip fetching FID/LPIPS weights")
     parser.add_argument("--quick", action="store_true", help="tiny budgets (a pipeline check, not results)")
     parser.add_argument("--cases", type=int, default=100)
+    parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
+                        help="steps run at once, each single-threaded (default: CPU cores, at most 2)")
     args = parser.parse_args()
+    if args.jobs < 1:
+        parser.error(f"--jobs must be >= 1, got {args.jobs}")
 
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
-    data = out / "phantoms"
-    weights = out / "weights"
-    runs = out / "runs"
     started = time.perf_counter()
-    timings: dict[str, float] = {}
-
-    def step(name: str, done: bool, command: list[str]) -> None:
-        if done and not args.force:
-            print(f"[demo] {name}: done already (use --force to redo)")
-            return
-        print(f"[demo] {name}: {' '.join(command)}", flush=True)
-        t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "attri_ssc", *command], check=True)
-        timings[name] = time.perf_counter() - t0
-
-    common = [f"data.cache_dir={out / 'cache'}"]
-    quick = ["stages.0.steps=30", "stages.1.steps=15", "stages.2.steps=15"] if args.quick else []
-    quick_baseline = ["stages.0.steps=40"] if args.quick else []
-    sets = lambda items: [x for item in items for x in ("--set", item)]  # noqa: E731
-
-    step("phantoms", (data / "phantom_ground_truth.json").exists(),
-         ["generate-phantoms", str(data), "--n-cases", str(args.cases if not args.quick else 30), "--seed", "0"])
-    if not args.no_weights:
-        step("weights", (weights / "manifest.json").exists(), ["weights", "fetch", "--dir", str(weights)])
-    weights_args = [] if args.no_weights else ["--weights", str(weights)]
-
-    ssc = runs / "attri_ssc"
-    step("train attri-ssc", (ssc / "model.json").exists(),
-         ["train", "--data", str(data), "--config", "demo-2d", "--out", str(ssc), "--force", *sets(common + quick)])
-    one_to_one = runs / "attri_ssc_one_to_one"
-    step("train attri-ssc one-to-one from Stage II (Table 4)", (one_to_one / "model.json").exists(),
-         ["train", "--data", str(data), "--config", "demo-2d", "--out", str(one_to_one), "--force",
-          "--init-from", str(ssc / "checkpoints" / "after_stage2"),
-          *sets(common + quick + ["train.one_to_one=true"])])
-    for family in BASELINES:
-        run = runs / family
-        step(f"train {family}", (run / "model.json").exists(),
-             ["train", "--data", str(data), "--config", "baseline-2d", "--out", str(run), "--force",
-              *sets(common + quick_baseline + [f"train.family={family}"])])
-    all_runs = [ssc, one_to_one, *(runs / f for f in BASELINES)]
-    for run in all_runs:
-        step(f"evaluate {run.name}", (run / "results.json").exists(),
-             ["evaluate", str(run), "--no-progress", *weights_args])
-    step("compare", False, ["compare", *map(str, all_runs), "--out", str(out / "tables")])
-
-    def save_timings() -> None:
-        previous = json.loads((out / "timings.json").read_text()) if (out / "timings.json").exists() else {}
-        (out / "timings.json").write_text(json.dumps({**previous, **timings}, indent=1))
-
-    figures = out / "figures"
-    step("interpret", False, ["interpret-all", str(ssc), "--out", str(figures), *weights_args])
-    save_timings()
-    step("report", False, ["report", str(out), "--out", str(out)])
-    save_timings()
+    steps = demo_steps(args, out)
+    report = next(s for s in steps if s.name == "report")
+    steps.remove(report)
+    timings = run_steps(steps, args.jobs, args.force, out / "logs")
+    # Steps overlap, so the report gets the wall time (not the sum of the steps'); each step's own
+    # seconds go to logs/step_timings.json.
+    (out / "logs" / "step_timings.json").write_text(json.dumps({**timings, "jobs": args.jobs}, indent=1))
+    (out / "timings.json").write_text(json.dumps(
+        {f"all steps before the report ({args.jobs} at a time)": time.perf_counter() - started}, indent=1))
+    report.after = ()
+    run_steps([report], 1, args.force, out / "logs")
     total = time.perf_counter() - started
-    print(f"[demo] finished in {total / 60:.1f} min; report: {out / 'report.html'}")
+    print(f"[demo] finished in {total / 60:.1f} min with {args.jobs} parallel step(s); report: {out / 'report.html'}")
     summary = out / "summary.txt"
     if summary.exists():
         print(summary.read_text())
+    print(f"[demo] explore the model in a browser: attri-ssc serve {out / 'runs' / 'attri_ssc'}")
+    print(f"[demo] compare the ten edit rules: attri-ssc compare-edit-rules {out / 'runs' / 'attri_ssc'} "
+          f"--out {out / 'edit_rules'}")
     return 0
 
 

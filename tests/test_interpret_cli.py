@@ -87,8 +87,8 @@ def test_correlations_report_pearson_of_the_held_out_ground_truth(smoke_run, tmp
     assert all(len(v) <= 2 for v in res["atoms"].values())
 
 
-def test_verify_edits_writes_json_and_markdown_for_every_rule(smoke_run, tmp_path):
-    assert main(["verify-edits", str(smoke_run), "--n-images", "2", "--steps", "3", "--out", str(tmp_path)]) == 0
+def test_compare_edit_rules_verifies_every_rule_and_ranks_them(smoke_run, tmp_path):
+    assert main(["compare-edit-rules", str(smoke_run), "--n-images", "2", "--steps", "3", "--out", str(tmp_path)]) == 0
     rep = json.loads((tmp_path / "edit_verification.json").read_text())
     assert set(rep["results"]) == {"feedback", "shift+conditional", "shift", "prototype+conditional", "prototype",
                                    "prototype+active_only", "magnitude", "magnitude+active_only",
@@ -108,6 +108,22 @@ def test_verify_edits_writes_json_and_markdown_for_every_rule(smoke_run, tmp_pat
     md = (tmp_path / "edit_verification.md").read_text()
     assert "| magnitude | lv_volume |" in md and "| literal | myo_volume |" in md
     assert "| prototype | wall_thickness |" in md and "| shift+conditional | myo_volume |" in md
+    # the ranking holds every rule once, each row's worst numbers taken from the verification report
+    ranking = json.loads((tmp_path / "edit_rules.json").read_text())["ranking"]
+    assert sorted(r["rule"] for r in ranking) == sorted(rep["results"])
+    for row in ranking:
+        per = rep["results"][row["rule"]]
+        if row["monotonicity"] is not None:
+            assert row["monotonicity"] == min(r["monotonicity"] for r in per.values())
+            assert row["leakage"] == max(r["leakage"] for r in per.values())
+    assert "| 1 |" in (tmp_path / "edit_rules.md").read_text()
+
+
+def test_verify_edits_verifies_the_default_rule_unless_told(smoke_run, tmp_path):
+    assert main(["verify-edits", str(smoke_run), "--n-images", "2", "--steps", "3", "--out", str(tmp_path)]) == 0
+    rep = json.loads((tmp_path / "edit_verification.json").read_text())
+    assert list(rep["results"]) == ["feedback"]
+    assert "monotonicity (lv_volume, myo_volume) >= 0.95" in (tmp_path / "edit_verification.md").read_text()
 
 
 def test_verify_edits_runs_only_the_variants_asked_for(smoke_run, tmp_path, capsys):

@@ -152,7 +152,10 @@ def test_forward_rejects_bad_input_shape(tiny_config):
         (dict(n_atoms=18), "n_atoms", "18"),  # not divisible by norm_groups=4
         (dict(spatial_dims=4), "spatial_dims", "4"),
         (dict(spatial_dims=1), "spatial_dims", "1"),
-        (dict(channels=(8, 8, 8)), "channels", "(8, 8, 8)"),
+        (dict(channels=()), "channels", "()"),
+        (dict(decoder_channels=(8, 8, 8)), "decoder_channels", "(8, 8, 8)"),  # 3 levels, channels has 4
+        (dict(channels=(8,) * 6), "input_size", "16"),  # 5 downsamplings: 16 is not a multiple of 32
+        (dict(debias_steps=-1), "debias_steps", "-1"),
         (dict(latent_channels=0), "latent_channels", "0"),
         (dict(n_iter=0), "n_iter", "0"),
         (dict(alpha_penalty="none"), "alpha_penalty", "none"),

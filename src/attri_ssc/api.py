@@ -311,7 +311,7 @@ class Run:
             from attri_ssc.data.datasets import build_datasets
 
             folder = self.data_dir
-            if folder is None or not folder.is_dir():
+            if folder is None or not folder.exists():
                 raise DataError(f"data folder not found: {folder or '(none recorded in the run)'}; "
                                 f"pass data=DIR to attri_ssc.load_run (the folder {self.run_dir} was trained on)")
             self._bundle = build_datasets(folder, self.config.data, split=self._loaded.split or None)
@@ -747,7 +747,7 @@ def load_run(path: str | Path, data: str | Path | None = None, device: str | tor
     """
     from attri_ssc.runs import load_run as load_loaded_run
 
-    if data is not None and not Path(data).is_dir():
+    if data is not None and not Path(data).exists():
         raise DataError(f"data folder not found: {data}")
     loaded = load_loaded_run(path, device=device)
     if loaded.family != "attri_ssc":
@@ -778,7 +778,10 @@ def _read_case_files(image_path: Path, mask_path: Path | None, run: Run, case_id
         raise DataError(f"{image_path}: image has non-finite values")
     spacing = tuple(float(s) for s in spacing[:3])
     if mask_path is not None:
-        mask = check_mask(load_nifti(mask_path, case_id)[0], mask_path, case_id, image.shape)
+        from attri_ssc.data.labels import EMIDEC_LABELS
+
+        mask = check_mask(load_nifti(mask_path, case_id)[0], mask_path, case_id, image.shape,
+                          run.config.data.label_map or EMIDEC_LABELS)
         case_attrs, slice_attrs = measure_mask(mask, spacing)
     else:
         mask = np.zeros(image.shape, dtype=np.uint8)
@@ -859,29 +862,34 @@ def read_case(path: str | Path, run: Run, mask: str | Path | None = None) -> Cas
     raise DataError(f"{path}: no image found (expected {path / 'Images' / (path.name + '.nii.gz')})")
 
 
-LAYOUTS = ("emidec",)
+LAYOUTS = ("emidec", "acdc", "manifest")
 
 
 def read_folder(path: str | Path, run: Run, layout: str | None = None) -> CaseImages:
     """Read every usable case of a data folder as model-ready images (the training preprocessing).
 
     Args:
-        path: a data folder (EMIDEC layout: ``Case_<id>/Images``, ``Case_<id>/Contours``, ``Case <id>.txt``).
-        run: the :class:`Run` whose data config applies.
-        layout: ``"emidec"`` (None: detected; more layouts come with the cohort readers).
+        path: a data folder in EMIDEC layout (``Case_<id>/Images``, ``Case_<id>/Contours``,
+            ``Case <id>.txt``), ACDC layout (``patientNNN/Info.cfg`` with ED/ES frames) or a
+            manifest (``manifest.csv``, or the CSV file itself); see docs/your-cohort.md.
+        run: the :class:`Run` whose data config applies (its label map when ``layout`` is the
+            run's own, else the layout's standard map).
+        layout: ``"emidec"``, ``"acdc"`` or ``"manifest"`` (None: detected from the folder).
 
     Returns:
         :class:`CaseImages` of all cases, sorted by case id (2D: one entry per slice with myocardium).
     """
     from attri_ssc.data.datasets import preprocess_params, prepare_case
-    from attri_ssc.data.emidec import read_dataset
+    from attri_ssc.data.layouts import detect_layout, open_folder
 
-    layout = layout or "emidec"
-    if layout not in LAYOUTS:
+    if layout is not None and layout not in LAYOUTS:
         raise ConfigError(f"unknown layout {layout!r}; choose from: {', '.join(LAYOUTS)}")
+    layout = layout or detect_layout(path)
     cfg = run.config.data
+    label_map = cfg.label_map if layout == (cfg.layout or "emidec") else None
     params = preprocess_params(cfg)
-    preps = [prepare_case(case, params, cfg.cache_dir) for case in read_dataset(path, skip_bad_cases=cfg.skip_bad_cases)]
+    cases = open_folder(path, layout, label_map, cfg.column_kinds, cfg.skip_bad_cases)
+    preps = [prepare_case(case, params, cfg.cache_dir) for case in cases]
     if not preps:
         raise DataError(f"{path}: no usable cases")
     return _spatial_items(preps, run)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,7 +62,7 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> LoadedR
 
 # ---------------------------------------------------------------------------- a run with its data
 def load_run_and_data(run_dir: str | Path, data_dir: str | Path | None, device: str | torch.device = "cpu",
-                      family: str | None = "attri_ssc"):
+                      family: str | None = "attri_ssc", layout: str | None = None):
     """``(LoadedRun, DataBundle)``: the run and its data, split as the run was trained.
 
     Args:
@@ -68,6 +70,8 @@ def load_run_and_data(run_dir: str | Path, data_dir: str | Path | None, device: 
         data_dir: the data folder; ``None`` means the one the run recorded.
         device: where the model goes.
         family: the model family the caller needs (``None``: any).
+        layout: read the data folder in this layout (``None``: the layout the run recorded,
+            or detected for runs saved before layouts were recorded).
 
     Raises:
         ConfigError: the run is of another family.
@@ -80,9 +84,10 @@ def load_run_and_data(run_dir: str | Path, data_dir: str | Path | None, device: 
     if family is not None and run.family != family:
         raise ConfigError(f"{run_dir} is a {run.family!r} run; interpretation needs an {family} run")
     folder = Path(data_dir) if data_dir is not None else Path(run.data_dir or "")
-    if not str(folder) or not folder.is_dir():
+    if not str(folder) or not folder.exists():
         raise DataError(f"data folder not found: {folder or '(none recorded)'}; pass --data")
-    bundle = build_datasets(folder, run.config.data, split=run.split or None)  # the run's own split
+    data_cfg = run.config.data if layout is None else dataclasses.replace(run.config.data, layout=layout)
+    bundle = build_datasets(folder, data_cfg, split=run.split or None)  # the run's own split
     return run, bundle
 
 

@@ -27,20 +27,26 @@ def _generate(args: argparse.Namespace) -> int:
         raise ConfigError(f"--noise-std must be >= 0, got {args.noise_std}")
     start = time.perf_counter()
     truths = generate_phantoms(
-        out, args.n_cases, seed=args.seed, noise_std=args.noise_std, bias_strength=args.bias_strength
+        out, args.n_cases, seed=args.seed, noise_std=args.noise_std, bias_strength=args.bias_strength,
+        layout=args.layout,
     )
-    n_norm = sum(t.label == "N" for t in truths)
+    n_norm = sum(t.label in ("N", "NOR") for t in truths)
+    what = "frames" if args.layout == "acdc" else "cases"
     print(
-        f"wrote {len(truths)} cases ({n_norm} N, {len(truths) - n_norm} P) to {out} "
-        f"in {time.perf_counter() - start:.1f} s"
+        f"wrote {len(truths)} {what} ({n_norm} normal, {len(truths) - n_norm} pathological) in {args.layout} layout "
+        f"to {out} in {time.perf_counter() - start:.1f} s"
     )
     return 0
 
 
 def _check(args: argparse.Namespace) -> int:
-    from attri_ssc.data.emidec import scan_dataset
+    from attri_ssc.commands.data_options import data_config_from_args
+    from attri_ssc.data.layouts import scan_folder
 
-    cases, problems = scan_dataset(args.dir, check_arrays=True)
+    cfg = data_config_from_args(args)
+    scan = scan_folder(args.dir, cfg.layout, cfg.label_map, cfg.column_kinds, check_arrays=True)
+    cases, problems = scan.cases, scan.problems
+    print(f"{args.dir}: {scan.layout} layout; labels {scan.label_map.describe()}")
     for p in problems:
         print(p)
     errors = [p for p in problems if p.severity == "error"]
@@ -55,13 +61,15 @@ def _check(args: argparse.Namespace) -> int:
 def render_case_montage(image: np.ndarray, mask: np.ndarray, spacing: tuple[float, ...], title: str, out: Path) -> Path:
     """Save a montage of every slice of ``image`` (X, Y, Z) with ``mask`` outlined.
 
-    Cavity red, myocardium green, infarct yellow, no-reflow cyan. Returns ``out``.
+    ``mask`` holds canonical labels (:mod:`attri_ssc.data.labels`). Cavity red, myocardium
+    green, infarct yellow, no-reflow cyan, RV blue. Returns ``out``.
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from attri_ssc.data.attributes import myocardium
     from attri_ssc.io_utils import atomic_write
 
     n_z = image.shape[2]
@@ -69,7 +77,7 @@ def render_case_montage(image: np.ndarray, mask: np.ndarray, spacing: tuple[floa
     rows = int(np.ceil(n_z / cols))
     lo, hi = np.percentile(image, [1, 99])
     fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 3 * rows), squeeze=False)
-    outlines = ((1, "red"), (2, "lime"), (3, "yellow"), (4, "cyan"))
+    outlines = ((1, "red"), (2, "lime"), (3, "yellow"), (4, "cyan"), (5, "dodgerblue"))
     aspect = spacing[1] / spacing[0] if len(spacing) >= 2 else 1.0
     for k, ax in enumerate(axes.flat):
         ax.axis("off")
@@ -78,7 +86,7 @@ def render_case_montage(image: np.ndarray, mask: np.ndarray, spacing: tuple[floa
         ax.imshow(image[:, :, k], cmap="gray", vmin=lo, vmax=hi, aspect=aspect)
         m = mask[:, :, k]
         for label, colour in outlines:
-            region = (m >= 2).astype(float) if label == 2 else (m == label).astype(float)
+            region = myocardium(m).astype(float) if label == 2 else (m == label).astype(float)
             if region.any():
                 ax.contour(region, levels=[0.5], colors=colour, linewidths=0.8)
         ax.set_title(f"slice {k}", fontsize=9)
@@ -94,21 +102,27 @@ def render_case_montage(image: np.ndarray, mask: np.ndarray, spacing: tuple[floa
 
 
 def _show(args: argparse.Namespace) -> int:
-    from attri_ssc.data.emidec import discover, inspect_case
+    from attri_ssc.commands.data_options import data_config_from_args
+    from attri_ssc.data.layouts import scan_folder
 
+    cfg = data_config_from_args(args)
+    scan = scan_folder(args.dir, cfg.layout, cfg.label_map, cfg.column_kinds, check_arrays=False)
     wanted = args.case.removeprefix("Case_").removeprefix("Case ").upper()
-    files, _ = discover(args.dir)
-    match = [f for f in files if f.case_id == wanted]
+    match = [c for c in scan.cases if c.case_id.upper() == wanted]
     if not match:
-        known = ", ".join(f.case_id for f in files[:20])
-        raise DataError(f"{args.dir}: no case {args.case!r} (found: {known}{', ...' if len(files) > 20 else ''})")
-    case, problems = inspect_case(match[0], check_arrays=False)
-    if case is None:
-        raise DataError("; ".join(str(p) for p in problems if p.severity == "error"))
+        errors = [p for p in scan.problems if p.severity == "error" and p.case_id.upper() == wanted]
+        if errors:
+            raise DataError("; ".join(str(p) for p in errors))
+        ids = [c.case_id for c in scan.cases]
+        known = ", ".join(ids[:20])
+        raise DataError(f"{args.dir}: no case {args.case!r} (found: {known}{', ...' if len(ids) > 20 else ''})")
+    case = match[0]
     image, mask = case.load_image(), case.load_mask()
+    fevg = case.clinical_values().get("fevg")
     title = (
-        f"Case {case.case_id} ({'pathological' if case.pathological else 'normal'}), "
-        f"spacing {case.spacing[0]:.2f}x{case.spacing[1]:.2f}x{case.spacing[2]:.1f} mm, FEVG {case.clinical.fevg:g}%"
+        f"Case {case.case_id} ({case.group}{', pathological' if case.pathological else ''}), "
+        f"spacing {case.spacing[0]:.2f}x{case.spacing[1]:.2f}x{case.spacing[2]:.1f} mm"
+        + (f", FEVG {fevg:g}%" if fevg is not None else "")
     )
     out = render_case_montage(image, mask, case.spacing, title, Path(args.out))
     print(f"wrote {out}")
@@ -116,10 +130,12 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from attri_ssc.commands.data_options import add_data_config_arguments
+
     gen = subparsers.add_parser(
         "generate-phantoms",
         aliases=["phantoms"],
-        help="write synthetic DE-MRI cases in EMIDEC layout",
+        help="write synthetic cases in EMIDEC, ACDC or manifest layout",
         description="Write synthetic delayed-enhancement short-axis cases in EMIDEC's layout, "
         "with ground truth (phantom_ground_truth.json/.csv) and noise-free images (phantom_clean/).",
     )
@@ -129,15 +145,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     gen.add_argument("--seed", type=int, default=0, help="random seed (0)")
     gen.add_argument("--noise-std", type=float, default=0.04, help="Rician noise std, infarct = 1 (0.04)")
     gen.add_argument("--bias-strength", type=float, default=0.1, help="log bias-field amplitude (0.1)")
+    gen.add_argument("--layout", choices=("emidec", "acdc", "manifest"), default="emidec",
+                     help="emidec (default); manifest: the same cases as NIfTI files + manifest.csv; acdc: cine-like "
+                          "patients, an ED and an ES frame each with an Info.cfg (known ejection fraction)")
     gen.set_defaults(func=_generate)
 
     chk = subparsers.add_parser(
         "check-data",
-        help="report every problem in a folder in EMIDEC layout",
+        help="report every problem in a data folder (EMIDEC, ACDC or manifest layout)",
         description="Read every case (headers, voxels, labels, clinical files) and list every problem, "
         "each naming the case and file. Exit 3 when any case is unusable.",
     )
-    chk.add_argument("dir", help="data folder")
+    chk.add_argument("dir", help="data folder (EMIDEC, ACDC or manifest layout) or manifest .csv")
+    add_data_config_arguments(chk)
     chk.set_defaults(func=_check)
 
     show = subparsers.add_parser(
@@ -148,4 +168,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     show.add_argument("dir", help="data folder")
     show.add_argument("case", help="case id, e.g. N006 or Case_N006")
     show.add_argument("--out", default="case.png", help="output image (case.png)")
+    add_data_config_arguments(show)
     show.set_defaults(func=_show)

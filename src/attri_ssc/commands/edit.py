@@ -14,8 +14,10 @@ the figures are drawn by :mod:`attri_ssc.reports.figures`.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
+from attri_ssc.commands.data_options import add_layout_argument
 from attri_ssc.errors import ConfigError
 
 
@@ -24,6 +26,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", type=Path, help="run folder written by attri-ssc train")
     p.add_argument("--data", type=Path, default=None, help="data folder (default: the one the run used)")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    add_layout_argument(p)
 
 
 def check_png(path: Path) -> None:
@@ -87,8 +90,11 @@ def api_run(args: argparse.Namespace):
     data = args.data
     if data is None:
         recorded = load_loaded(args.run).data_dir
-        data = Path(recorded) if recorded and Path(recorded).is_dir() else None
-    return load_run(args.run, data=data, device=args.device)
+        data = Path(recorded) if recorded and Path(recorded).exists() else None
+    run = load_run(args.run, data=data, device=args.device)
+    if getattr(args, "layout", None):  # read the data folder in another layout than the run recorded
+        run.config = dataclasses.replace(run.config, data=dataclasses.replace(run.config.data, layout=args.layout))
+    return run
 
 
 def api_item(run, spec: str) -> tuple[dict, str]:

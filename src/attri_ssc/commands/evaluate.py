@@ -7,9 +7,12 @@ from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from attri_ssc.commands.data_options import add_layout_argument
+
     p = sub.add_parser("evaluate", help="metrics of a trained run on its test split → RUN/results.json")
     p.add_argument("run", type=Path, help="run folder written by attri-ssc train")
     p.add_argument("--data", type=Path, default=None, help="data folder (default: the one the run used)")
+    add_layout_argument(p)
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
     p.add_argument("--weights", default=None, help="folder of attri-ssc weights fetch (FID/LPIPS)")
     p.add_argument("--no-progress", action="store_true")
@@ -36,7 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _evaluate(args: argparse.Namespace) -> int:
     from attri_ssc.evaluation.evaluate import evaluate_run
 
-    results = evaluate_run(args.run, args.data, args.split, args.weights, progress=not args.no_progress)
+    results = evaluate_run(args.run, args.data, args.split, args.weights, progress=not args.no_progress,
+                           layout=args.layout)
     rec = results["reconstruction"]
     mmd = "skipped" if rec["mmd_x100"] is None else f"{rec['mmd_x100']:.3f}"
     ssim = "skipped" if rec["ssim_mean"] is None else f"{rec['ssim_mean']:.4f}"

@@ -27,6 +27,7 @@ EXAMPLES: dict[str, str] = {
     "edit": "attri-ssc edit runs/demo/attri_ssc P003 --attribute lv_area --out edit_lv_area.png",
     "correlations": "attri-ssc correlations runs/demo/attri_ssc --out figures/correlations",
     "verify-edits": "attri-ssc verify-edits runs/demo/attri_ssc --n-images 24 --out figures/verification",
+    "compare-edit-rules": "attri-ssc compare-edit-rules runs/demo/runs/attri_ssc --out runs/demo/edit_rules",
     "sample": "attri-ssc sample runs/demo/attri_ssc -n 16 --out figures/samples.png",
     "interpret-all": "attri-ssc interpret-all runs/demo/attri_ssc --out runs/demo/figures",
     "report": "attri-ssc report runs/demo",

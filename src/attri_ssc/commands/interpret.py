@@ -1,5 +1,6 @@
 """``attri-ssc correlations`` (Table 3), ``verify-edits`` (edits measured by the model-free
-judge) and ``sample`` (images from a sparse prior over training codes, with MMD and FID).
+judge; the default rule unless told otherwise), ``compare-edit-rules`` (every rule variant
+verified on the same images and ranked) and ``sample`` (images from a sparse prior over training codes, with MMD and FID).
 
 The work happens in :mod:`attri_ssc.reports.interpretation`.
 """
@@ -31,10 +32,20 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="prototype and shift rules (plain and hold-fixed): average the training images beyond "
                         "this quantile (default 0.9)")
     p.add_argument("--variant", action="append", default=None, metavar="NAME",
-                   help="verify only this rule variant (repeatable; e.g. feedback, shift+conditional, literal); "
-                        "default: all")
+                   help="verify this rule variant (repeatable; e.g. feedback, shift+conditional, literal); "
+                        "default: the default rule (compare-edit-rules verifies them all)")
     p.add_argument("--out", type=Path, required=True, help="folder for edit_verification.{json,md}")
     p.set_defaults(func=_verify)
+
+    p = sub.add_parser("compare-edit-rules", help="verify every edit rule variant on the same held-out images and "
+                                                  "rank them → DIR/edit_rules.{json,md} + edit_verification.*")
+    add_run_arguments(p)
+    p.add_argument("--split", choices=("train", "val", "test"), default="test")
+    p.add_argument("--n-images", type=int, default=24, help="held-out images to edit (default 24)")
+    p.add_argument("--steps", type=int, default=9, help="α values in [-1, 1], odd (default 9)")
+    p.add_argument("--top-k", type=int, default=None, help="atoms to edit (default: the run's train.top_k)")
+    p.add_argument("--out", type=Path, required=True, help="folder for edit_rules.{json,md} and edit_verification.*")
+    p.set_defaults(func=_compare_rules)
 
     p = sub.add_parser("sample", help="generate images from a sparse prior over training codes → PNG (+ JSON)")
     add_run_arguments(p)
@@ -52,7 +63,7 @@ def _correlations(args: argparse.Namespace) -> int:
     from attri_ssc.reports.interpretation import write_correlations
     from attri_ssc.runs import load_run_and_data
 
-    run, bundle = load_run_and_data(args.run, args.data, args.device)
+    run, bundle = load_run_and_data(args.run, args.data, args.device, layout=args.layout)
     print(write_correlations(run, bundle, args.split, args.out))
     print(f"written to {args.out}")
     return 0
@@ -70,11 +81,24 @@ def _verify(args: argparse.Namespace) -> int:
     if unknown:
         raise ConfigError(f"unknown --variant {', '.join(unknown)}; choose from: {', '.join(known)}")
     check_quantile(args.quantile)
-    run, bundle = load_run_and_data(args.run, args.data, args.device)
+    run, bundle = load_run_and_data(args.run, args.data, args.device, layout=args.layout)
     print(write_verification(run, bundle, args.out, split=args.split, n_images=args.n_images, steps=args.steps,
                              top_k=args.top_k, percentile=args.percentile, quantile=args.quantile,
-                             variants=[v for v in VARIANTS if args.variant is None or v.name in args.variant],
+                             variants=None if args.variant is None else [v for v in VARIANTS if v.name in args.variant],
                              run_label=str(args.run)))
+    print(f"written to {args.out}")
+    return 0
+
+
+def _compare_rules(args: argparse.Namespace) -> int:
+    from attri_ssc.reports.interpretation import write_edit_rule_comparison
+    from attri_ssc.runs import load_run_and_data
+
+    if args.n_images < 2:
+        raise ConfigError(f"--n-images must be >= 2, got {args.n_images}")
+    run, bundle = load_run_and_data(args.run, args.data, args.device)
+    print(write_edit_rule_comparison(run, bundle, args.out, split=args.split, n_images=args.n_images,
+                                     steps=args.steps, top_k=args.top_k, run_label=str(args.run)))
     print(f"written to {args.out}")
     return 0
 

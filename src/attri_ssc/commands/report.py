@@ -11,11 +11,14 @@ from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from attri_ssc.commands.data_options import add_layout_argument
+
     p = sub.add_parser("interpret-all", help="interpolation, an edit strip per attribute, edit verification, "
                                              "correlations and samples for one run → DIR/interpret.json + PNGs")
     p.add_argument("run", type=Path)
     p.add_argument("--out", type=Path, required=True, help="figure folder")
     p.add_argument("--data", type=Path, default=None)
+    add_layout_argument(p)
     p.add_argument("--weights", default=None, help="folder of attri-ssc weights fetch (sample FID)")
     p.add_argument("--n-images", type=int, default=24, help="held-out images for edit verification")
     p.set_defaults(func=_interpret_all)
@@ -32,7 +35,7 @@ def _interpret_all(args: argparse.Namespace) -> int:
 
     if args.n_images < 2:
         raise ConfigError(f"--n-images must be >= 2, got {args.n_images}")
-    interpret_all(args.run, args.out, args.data, args.weights, args.n_images)
+    interpret_all(args.run, args.out, args.data, args.weights, args.n_images, layout=args.layout)
     print(f"interpretation figures in {args.out}")
     return 0
 

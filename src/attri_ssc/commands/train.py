@@ -9,10 +9,13 @@ from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a model on an EMIDEC-layout folder",
+    from attri_ssc.commands.data_options import add_layout_argument
+
+    p = sub.add_parser("train", help="train a model on a data folder (EMIDEC, ACDC or manifest layout)",
                        description="Train Attri-SSC-VAE through the three-stage curriculum, or a baseline "
                                    "(--set train.family=attri_vae ...). Works under torchrun.")
-    p.add_argument("--data", required=True, type=Path, help="EMIDEC-layout data folder")
+    p.add_argument("--data", required=True, type=Path, help="data folder (EMIDEC, ACDC or manifest layout)")
+    add_layout_argument(p)
     p.add_argument("--config", default="demo-2d", help="preset name or YAML file (default: demo-2d)")
     p.add_argument("--out", required=True, type=Path, help="run folder to create")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -31,8 +34,10 @@ def run(args: argparse.Namespace) -> int:
     from attri_ssc.errors import DataError
     from attri_ssc.training.trainer import CHECKPOINT_NAME, train
 
-    if not args.data.is_dir():
+    if not args.data.exists():
         raise DataError(f"data folder not found: {args.data}")
+    if args.layout:
+        args.overrides = [*args.overrides, f"data.layout={args.layout}"]
     if args.resume:
         from attri_ssc.checkpoint import load_checkpoint
 

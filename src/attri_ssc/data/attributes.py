@@ -14,9 +14,12 @@ Two scopes:
 * ``case`` attributes belong to the patient (clinical text file, N/P label); a 2D item
   carries its case's value.
 
-Mask labels (EMIDEC): 0 background, 1 LV cavity, 2 normal myocardium, 3 infarction,
-4 no-reflow. Myocardium is 2 ∪ 3 ∪ 4; the infarct (scar) is 3 ∪ 4, i.e. it includes the
-no-reflow core, as in clinical infarct sizing.
+Masks arrive here in the canonical codes of :mod:`attri_ssc.data.labels` (each reader
+translates its cohort's numbering through ``data.label_map`` when it reads a mask):
+0 background, 1 LV cavity, 2 normal myocardium, 3 infarction, 4 no-reflow, 5 RV cavity.
+Myocardium is 2 ∪ 3 ∪ 4; the infarct (scar) is 3 ∪ 4, i.e. it includes the no-reflow
+core, as in clinical infarct sizing. The RV is not part of any attribute. The scar
+attributes need a cohort that labels scar (:data:`NEEDS_STRUCTURE`).
 
 Wall thickness: for every myocardial pixel, the distance to the cavity plus the distance
 to the outside of the myocardium (Euclidean distance transforms, scipy.ndimage) is the
@@ -35,17 +38,23 @@ apical cap) has no inner wall: its thickness is the cap's largest through-width
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Mapping
 
 import numpy as np
 from scipy import ndimage
 
-LABEL_BACKGROUND = 0
-LABEL_CAVITY = 1
-LABEL_MYOCARDIUM = 2
-LABEL_INFARCT = 3
-LABEL_NO_REFLOW = 4
-VALID_LABELS = frozenset({0, 1, 2, 3, 4})
+from attri_ssc.data.labels import CANONICAL
+
+LABEL_BACKGROUND = CANONICAL["background"]
+LABEL_CAVITY = CANONICAL["lv_cavity"]
+LABEL_MYOCARDIUM = CANONICAL["myocardium"]
+LABEL_INFARCT = CANONICAL["infarct"]
+LABEL_NO_REFLOW = CANONICAL["no_reflow"]
+LABEL_RV = CANONICAL["rv"]
+#: Canonical codes (what readers hand on after applying the label map).
+VALID_LABELS = frozenset(CANONICAL.values())
+_MYOCARDIAL = (LABEL_MYOCARDIUM, LABEL_INFARCT, LABEL_NO_REFLOW)
+_SCAR = (LABEL_INFARCT, LABEL_NO_REFLOW)
 
 #: Pixels subtracted from (distance to cavity + distance to outside); see module doc.
 WALL_EDGE_CORRECTION_PX = 0.78
@@ -117,7 +126,9 @@ ATTRIBUTES: dict[str, AttributeSpec] = _specs(
     AttributeSpec("myo_area", "myocardial in-plane area (labels 2, 3, 4; summed over slices)", "cm²", "image"),
     AttributeSpec("infarct_area", "infarct in-plane area including no-reflow (labels 3, 4; summed over slices)",
                   "cm²", "image"),
-    AttributeSpec("fevg", "ejection fraction (FEVG)", "%", "case"),
+    AttributeSpec("fevg", "ejection fraction (FEVG): read from EMIDEC's clinical file or a manifest column; "
+                  "computed from the ED and ES LV cavity volumes for ACDC (and manifests with a frame column)",
+                  "%", "case"),
     AttributeSpec("age", "age", "years", "case"),
     AttributeSpec("sex", "sex, 1 male / 0 female", "", "case", "binary"),
     AttributeSpec("tobacco", "tobacco code 1/2/3 (meaning undocumented)", "", "case", "categorical"),
@@ -130,17 +141,38 @@ ATTRIBUTES: dict[str, AttributeSpec] = _specs(
     AttributeSpec("killip_max", "maximum Killip class (1-4)", "", "case"),
     AttributeSpec("ntprobnp", "NT-proBNP (as in the clinical file)", "", "case"),
     AttributeSpec("pathological", "1 for a P (pathological) case, 0 for N (normal)", "", "case", "binary"),
+    AttributeSpec("height", "height (ACDC Info.cfg)", "cm", "case"),
+    AttributeSpec("weight", "weight (ACDC Info.cfg)", "kg", "case"),
 )
 
+#: Image attributes that need a structure the cohort's label map may lack.
+NEEDS_STRUCTURE: dict[str, str] = {
+    "infarct_volume": "infarct",
+    "no_reflow_volume": "no_reflow",
+    "infarct_fraction": "infarct",
+    "scar_presence": "infarct",
+    "infarct_area": "infarct",
+}
 
-def check_supervised(names: tuple[str, ...] | list[str]) -> None:
-    """Raise ValueError unless ``names`` are distinct, registered, non-categorical."""
+
+def check_supervised(names: tuple[str, ...] | list[str], columns: Mapping[str, str] | None = None) -> None:
+    """Raise ValueError unless ``names`` are distinct, registered (or declared cohort
+    columns, ``columns``: name → unit or 'categorical'), non-categorical."""
     if len(names) == 0:
         raise ValueError("at least one attribute is needed")
+    columns = dict(columns or {})
     seen: set[str] = set()
     for name in names:
+        if name not in ATTRIBUTES and name in columns:
+            if name in seen:
+                raise ValueError(f"attribute {name!r} is listed twice")
+            seen.add(name)
+            if columns[name] == "categorical":
+                raise ValueError(f"attribute {name!r} is a categorical column; it has no order, so it cannot be supervised")
+            continue
         if name not in ATTRIBUTES:
-            raise ValueError(f"unknown attribute {name!r}; known: {', '.join(ATTRIBUTES)}")
+            raise ValueError(f"unknown attribute {name!r}; known: {', '.join(ATTRIBUTES)} "
+                             "(or a manifest column declared in data.columns)")
         if name in seen:
             raise ValueError(f"attribute {name!r} is listed twice")
         seen.add(name)
@@ -152,8 +184,13 @@ def check_supervised(names: tuple[str, ...] | list[str]) -> None:
 
 
 def myocardium(mask: np.ndarray) -> np.ndarray:
-    """Boolean myocardium (labels 2 ∪ 3 ∪ 4) of an integer mask of any shape."""
-    return mask >= LABEL_MYOCARDIUM
+    """Boolean myocardium (canonical 2 ∪ 3 ∪ 4) of an integer mask of any shape."""
+    return np.isin(mask, _MYOCARDIAL)
+
+
+def scar(mask: np.ndarray) -> np.ndarray:
+    """Boolean infarct including no-reflow (canonical 3 ∪ 4) of an integer mask."""
+    return np.isin(mask, _SCAR)
 
 
 def slice_wall_thickness(mask: np.ndarray, spacing_xy: tuple[float, float]) -> np.ndarray:
@@ -222,15 +259,15 @@ def measure_mask(mask: np.ndarray, spacing: tuple[float, float, float]) -> tuple
     pixel_cm2 = sx * sy / 100.0
     n_cav = (mask == LABEL_CAVITY).sum(axis=(0, 1)).astype(np.float64)
     n_myo = myocardium(mask).sum(axis=(0, 1)).astype(np.float64)
-    n_inf = (mask >= LABEL_INFARCT).sum(axis=(0, 1)).astype(np.float64)
+    n_inf = scar(mask).sum(axis=(0, 1)).astype(np.float64)
     cav, myo, inf = n_cav * voxel_ml, n_myo * voxel_ml, n_inf * voxel_ml
     cav_a, myo_a, inf_a = n_cav * pixel_cm2, n_myo * pixel_cm2, n_inf * pixel_cm2
     nr = (mask == LABEL_NO_REFLOW).sum(axis=(0, 1)).astype(np.float64) * voxel_ml
     thick = slice_wall_thickness(mask, (sx, sy))
     with np.errstate(invalid="ignore", divide="ignore"):
         frac = np.where(myo > 0, 100.0 * inf / np.maximum(myo, 1e-12), 0.0)
-    scar = (inf > 0).astype(np.float64)
-    per_slice = np.stack([cav, myo, inf, nr, frac, scar, thick, cav_a, myo_a, inf_a], axis=1)
+    present = (inf > 0).astype(np.float64)
+    per_slice = np.stack([cav, myo, inf, nr, frac, present, thick, cav_a, myo_a, inf_a], axis=1)
 
     total_myo = myo.sum()
     case_thick = float((thick * myo).sum() / total_myo) if total_myo > 0 else 0.0
@@ -262,10 +299,13 @@ __all__ = [
     "LABEL_INFARCT",
     "LABEL_MYOCARDIUM",
     "LABEL_NO_REFLOW",
+    "LABEL_RV",
+    "NEEDS_STRUCTURE",
     "VALID_LABELS",
     "WALL_EDGE_CORRECTION_PX",
     "check_supervised",
     "measure_mask",
     "myocardium",
+    "scar",
     "slice_wall_thickness",
 ]

@@ -10,8 +10,12 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from attri_ssc.data.labels import LabelMap
 from attri_ssc.dataclass_io import dataclass_to_dict, unknown_keys
 from attri_ssc.errors import ConfigError
+
+#: Folder layouts a reader exists for (:mod:`attri_ssc.data.layouts`).
+LAYOUTS: tuple[str, ...] = ("emidec", "acdc", "manifest")
 
 #: What a bare DataConfig supervises (volumes, which suit 3D items); the 2D presets name the
 #: in-plane areas instead (see :mod:`attri_ssc.data.attributes`).
@@ -20,7 +24,7 @@ DEFAULT_ATTRIBUTES: tuple[str, ...] = ("lv_volume", "myo_volume", "wall_thicknes
 
 @dataclass(frozen=True)
 class DataConfig:
-    """How a folder in EMIDEC layout becomes tensors.
+    """How a data folder (EMIDEC, ACDC or manifest layout) becomes tensors.
 
     Attributes:
         spatial_dims: 2 (one item per short-axis slice containing myocardium) or 3
@@ -37,6 +41,17 @@ class DataConfig:
         cache_dir: folder of the on-disk preprocessing cache; ``None`` disables it.
         intensity_percentiles: (low, high) percentiles mapped to 0 and 1.
         skip_bad_cases: skip (and log) unusable cases instead of raising ``DataError``.
+        layout: 'emidec', 'acdc' or 'manifest'; ``None`` detects it from the folder
+            (:func:`attri_ssc.data.layouts.detect_layout`). ``train`` records the layout
+            it used, so evaluate/interpret read the folder the same way.
+        label_map: which mask value is which structure (:class:`LabelMap`); ``None`` is
+            the layout's standard map (EMIDEC's for emidec and manifest, ACDC's for
+            acdc). ``train`` records the map it used; configs saved before label maps
+            existed load with ``None`` and so read EMIDEC folders as before.
+        columns: manifest columns declared by name → unit (e.g. ``{bmi: kg/m²}``) or
+            ``categorical`` (values kept as text: strata and reports, never supervised).
+            A declared numeric column may be supervised; registered attributes (age,
+            fevg, height, ...) need no declaration.
     """
 
     spatial_dims: int = 2
@@ -49,6 +64,9 @@ class DataConfig:
     cache_dir: str | None = None
     intensity_percentiles: tuple[float, float] = (1.0, 99.0)
     skip_bad_cases: bool = False
+    layout: str | None = None
+    label_map: LabelMap | None = None
+    columns: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         # Accept lists (from YAML/JSON) but store tuples so the config stays hashable.
@@ -56,6 +74,17 @@ class DataConfig:
             value = getattr(self, name)
             if isinstance(value, list):
                 object.__setattr__(self, name, tuple(value))
+        if isinstance(self.label_map, dict):
+            object.__setattr__(self, "label_map", LabelMap.from_dict(self.label_map))
+        if isinstance(self.columns, dict):
+            object.__setattr__(self, "columns", tuple((str(k), str(v)) for k, v in self.columns.items()))
+        elif isinstance(self.columns, list):
+            object.__setattr__(self, "columns", tuple(tuple(c) for c in self.columns))
+
+    @property
+    def column_kinds(self) -> dict[str, str]:
+        """Declared manifest columns: name → unit or 'categorical'."""
+        return dict(self.columns)
 
     @property
     def image_size(self) -> int:
@@ -80,8 +109,18 @@ class DataConfig:
             raise ConfigError(f"data.n_slices must be a positive integer, got {self.n_slices!r}")
         if not isinstance(self.attributes, tuple) or not all(isinstance(a, str) for a in self.attributes):
             raise ConfigError(f"data.attributes must be a list of names, got {self.attributes!r}")
+        if self.layout is not None and self.layout not in LAYOUTS:
+            raise ConfigError(f"data.layout must be one of {', '.join(LAYOUTS)} or null, got {self.layout!r}")
+        if self.label_map is not None:
+            if not isinstance(self.label_map, LabelMap):
+                raise ConfigError(f"data.label_map must be a mapping of structure: value, got {self.label_map!r}")
+            self.label_map.validate()
+        for item in self.columns:
+            if (not isinstance(item, tuple) or len(item) != 2 or not all(isinstance(x, str) for x in item)
+                    or not item[0].isidentifier()):
+                raise ConfigError(f"data.columns must map column names to a unit or 'categorical', got {item!r}")
         try:
-            check_supervised(self.attributes)
+            check_supervised(self.attributes, self.column_kinds)
         except ValueError as exc:
             raise ConfigError(f"data.attributes: {exc}") from None
         fr = self.split_fractions
@@ -103,8 +142,11 @@ class DataConfig:
         return self
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-safe dict (tuples become lists)."""
-        return dataclass_to_dict(self)
+        """JSON-safe dict (tuples become lists; the label map and columns become mappings)."""
+        out = dataclass_to_dict(self)
+        out["label_map"] = None if self.label_map is None else self.label_map.to_dict()
+        out["columns"] = self.column_kinds
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "DataConfig":
@@ -116,4 +158,4 @@ class DataConfig:
         return cls(**data).validate()
 
 
-__all__ = ["DEFAULT_ATTRIBUTES", "DataConfig"]
+__all__ = ["DEFAULT_ATTRIBUTES", "DataConfig", "LAYOUTS"]

@@ -1,8 +1,10 @@
 """Torch datasets of preprocessed cases, preloaded in memory.
 
-:func:`build_datasets` reads a folder in EMIDEC layout, preprocesses every case (through
-the on-disk cache when ``DataConfig.cache_dir`` is set), splits patients, fits the
-attribute scaler on the training split only, and returns a :class:`DataBundle`.
+:func:`build_datasets` reads a data folder in any layout (EMIDEC, ACDC, manifest; see
+:mod:`attri_ssc.data.layouts`), preprocesses every case (through the on-disk cache when
+``DataConfig.cache_dir`` is set), splits patients (a patient's samples, e.g. an ACDC
+patient's ED and ES frames, always share a split), fits the attribute scaler on the
+training split only, and returns a :class:`DataBundle`.
 
 Items are dicts:
 
@@ -11,7 +13,7 @@ Items are dicts:
   a dataset whose cases all have one, absent from every item otherwise.
 * ``attributes``: float32 (A,) min-max scaled by the bundle's scaler (train split).
 * ``raw_attributes``: float32 (A,) in physical units.
-* ``label``: int64, 0 normal (N) / 1 pathological (P).
+* ``label``: int64, 0 normal (N; ACDC NOR) / 1 pathological (P; ACDC MINF, DCM, HCM, RV).
 * ``case_id``: str; ``slice_index``: int, the slice's index in the case's stack (2D),
   -1 for a 3D item.
 
@@ -22,6 +24,10 @@ scar_presence, wall_thickness, lv_area, myo_area, infarct_area) are the slice's 
 volume; the 2D presets supervise the areas, which a slice shows); clinical attributes (fevg,
 age, ...) and ``pathological`` are the case's. 3D mode has one item per case with case
 attributes; slices are zero-padded (centred) to ``n_slices``.
+
+``fevg`` of a patient with an ED and an ES sample (ACDC; a manifest with a ``frame``
+column) and no ``fevg`` value of its own is computed, 100 (EDV - ESV) / EDV, from the LV
+cavity volumes of the two masks, and carried by both samples.
 """
 
 from __future__ import annotations
@@ -35,10 +41,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from attri_ssc.data.attributes import ATTRIBUTES, IMAGE_ATTRIBUTES, check_supervised, measure_mask
+from attri_ssc.data.attributes import ATTRIBUTES, IMAGE_ATTRIBUTES, NEEDS_STRUCTURE, check_supervised, measure_mask
 from attri_ssc.data.cache import cached, content_key
 from attri_ssc.data.config import DataConfig
-from attri_ssc.data.emidec import EmidecCase, read_dataset
+from attri_ssc.data.emidec import EmidecCase
+from attri_ssc.data.labels import EMIDEC_LABELS
+from attri_ssc.data.layouts import open_with_config, resolve_data_config
 from attri_ssc.data.preprocess import PreprocessParams, pad_slices, preprocess_stack
 from attri_ssc.data.splits import stratified_split
 from attri_ssc.errors import ConfigError, DataError
@@ -188,7 +196,7 @@ class CardiacDataset(Dataset):
 class PreparedCase:
     """One case after preprocessing (arrays (Z, H, W), slice axis first)."""
 
-    case: EmidecCase
+    case: EmidecCase  # or any reader's case (attri_ssc.data.cohort)
     image: np.ndarray
     mask: np.ndarray
     clean: np.ndarray | None
@@ -204,9 +212,13 @@ class DataBundle:
         train, val, test: :class:`CardiacDataset` s (val/test may be empty).
         scaler: fitted on ``train`` only.
         attribute_names: the supervised attributes, in column order.
-        split: {'train', 'val', 'test'} → sorted case ids.
-        config: the validated :class:`DataConfig`.
+        split: {'train', 'val', 'test'} → sorted case (sample) ids.
+        config: the validated :class:`DataConfig`, with ``layout`` and ``label_map`` resolved.
         image_shape: (1, *S) of every item's image.
+        cases: case id → the reader's case.
+        groups: case id → categorical group (EMIDEC N/P, ACDC pathology group, manifest
+            ``group``): the split's strata, for reports.
+        layout: the layout the folder was read in.
     """
 
     train: CardiacDataset
@@ -218,6 +230,8 @@ class DataBundle:
     config: DataConfig | None = None
     image_shape: tuple[int, ...] = ()
     cases: dict[str, EmidecCase] = field(default_factory=dict, repr=False)
+    groups: dict[str, str] = field(default_factory=dict)
+    layout: str = "emidec"
 
 
 def preprocess_params(cfg: DataConfig) -> PreprocessParams:
@@ -248,9 +262,13 @@ def prepare_case(case: EmidecCase, params: PreprocessParams, cache_dir: str | Pa
         out["slice_attributes"] = slice_attrs
         return out
 
+    extra = {}
+    label_map = getattr(case, "label_map", None)
+    if label_map is not None and label_map != EMIDEC_LABELS:
+        extra["label_map"] = label_map.to_dict()  # EMIDEC's map keeps the keys of caches made before label maps
     key = content_key(
         [case.image_path, case.mask_path, case.clean_path],
-        {"params": params.to_dict(), "image_attributes": list(IMAGE_ATTRIBUTES)},
+        {"params": params.to_dict(), "image_attributes": list(IMAGE_ATTRIBUTES), **extra},
     )
     arrays = cached(cache_dir, case.case_id, key, compute)
     return PreparedCase(
@@ -263,22 +281,71 @@ def prepare_case(case: EmidecCase, params: PreprocessParams, cache_dir: str | Pa
     )
 
 
-def _attribute_row(prep: PreparedCase, names: Sequence[str], slice_index: int | None) -> list[float]:
-    clinical = prep.case.clinical.attribute_values()
+def _attribute_row(prep: PreparedCase, names: Sequence[str], slice_index: int | None,
+                   clinical: Mapping[str, float]) -> list[float]:
     row = []
     for name in names:
-        if ATTRIBUTES[name].scope == "image":
+        if name in IMAGE_ATTRIBUTES:
             col = IMAGE_ATTRIBUTES.index(name)
             src = prep.case_attributes if slice_index is None else prep.slice_attributes[slice_index]
             row.append(float(src[col]))
-        elif name == "pathological":
-            row.append(float(prep.case.pathological))
         else:
-            row.append(clinical[name])
+            row.append(float(clinical[name]))
     return row
 
 
-def _make_dataset(preps: list[PreparedCase], cfg: DataConfig, names: tuple[str, ...]) -> CardiacDataset:
+def case_level_values(preps: Sequence[PreparedCase]) -> dict[str, dict[str, float]]:
+    """case id → its case-level attribute values: the reader's, plus ``fevg`` computed from the
+    LV cavity volumes of a patient's ED and ES samples when the reader gives none."""
+    lv = IMAGE_ATTRIBUTES.index("lv_volume")
+    out = {p.case.case_id: dict(p.case.clinical_values()) for p in preps}
+    frames: dict[str, dict[str, PreparedCase]] = {}
+    for p in preps:
+        if getattr(p.case, "frame", ""):
+            frames.setdefault(p.case.patient_id, {})[p.case.frame] = p
+    for pid, pair in frames.items():
+        if set(pair) != {"ED", "ES"}:
+            continue
+        edv, esv = float(pair["ED"].case_attributes[lv]), float(pair["ES"].case_attributes[lv])
+        if edv <= 0:
+            continue
+        for p in pair.values():
+            out[p.case.case_id].setdefault("fevg", 100.0 * (edv - esv) / edv)
+    return out
+
+
+def check_structures(cfg: DataConfig) -> None:
+    """A :class:`ConfigError` when a supervised attribute needs a structure (the scar) that
+    ``cfg.label_map`` does not label."""
+    label_map = cfg.label_map
+    for name in cfg.attributes:
+        need = NEEDS_STRUCTURE.get(name)
+        if need is not None and label_map is not None and not label_map.has(need):
+            raise ConfigError(f"data.attributes: {name!r} needs the {need!r} structure, which this cohort's label map "
+                              f"does not label ({label_map.describe()}); choose attributes without scar "
+                              "(e.g. the acdc-2d preset) or set data.label_map")
+
+
+def check_available(preps: Sequence[PreparedCase], cfg: DataConfig, values: Mapping[str, Mapping[str, float]],
+                    data_dir: str | Path) -> None:
+    """Every supervised attribute can be had for every case, else a :class:`DataError` naming
+    the attribute, the cases (at most five) and where the attribute would come from."""
+    check_structures(cfg)
+    for name in cfg.attributes:
+        if name in IMAGE_ATTRIBUTES:
+            continue
+        lacking = [p.case.case_id for p in preps if name not in values[p.case.case_id]]
+        if lacking:
+            hint = ("fevg is read from EMIDEC clinical files or a manifest column, or computed from a patient's "
+                    "ED and ES frames" if name == "fevg" else f"a manifest column named {name!r}")
+            raise DataError(f"{data_dir}: attribute {name!r} (data.attributes) is not available for case(s) "
+                            f"{', '.join(lacking[:5])}{' ...' if len(lacking) > 5 else ''}; it comes from {hint}")
+
+
+def _make_dataset(preps: list[PreparedCase], cfg: DataConfig, names: tuple[str, ...],
+                  values: Mapping[str, Mapping[str, float]] | None = None) -> CardiacDataset:
+    if values is None:
+        values = case_level_values(preps)
     images, cleans, rows, labels, ids, slices = [], [], [], [], [], []
     for prep in preps:
         if cfg.spatial_dims == 2:
@@ -286,7 +353,7 @@ def _make_dataset(preps: list[PreparedCase], cfg: DataConfig, names: tuple[str, 
             for k in np.flatnonzero(has_myo):
                 images.append(prep.image[k][None])
                 cleans.append(None if prep.clean is None else prep.clean[k][None])
-                rows.append(_attribute_row(prep, names, int(k)))
+                rows.append(_attribute_row(prep, names, int(k), values[prep.case.case_id]))
                 labels.append(int(prep.case.pathological))
                 ids.append(prep.case.case_id)
                 slices.append(int(k))
@@ -299,7 +366,7 @@ def _make_dataset(preps: list[PreparedCase], cfg: DataConfig, names: tuple[str, 
                     f"case {prep.case.case_id}: {prep.case.image_path}: {prep.image.shape[0]} slices, "
                     f"more than data.n_slices={cfg.n_slices}"
                 ) from None
-            rows.append(_attribute_row(prep, names, None))
+            rows.append(_attribute_row(prep, names, None, values[prep.case.case_id]))
             labels.append(int(prep.case.pathological))
             ids.append(prep.case.case_id)
             slices.append(-1)
@@ -326,11 +393,12 @@ def _make_dataset(preps: list[PreparedCase], cfg: DataConfig, names: tuple[str, 
 
 def build_datasets(data_dir: str | Path, cfg: DataConfig, seed: int | None = None,
                    split: Mapping[str, Sequence[str]] | None = None) -> DataBundle:
-    """Read, preprocess, split and scale a folder in EMIDEC layout.
+    """Read, preprocess, split and scale a data folder (EMIDEC, ACDC or manifest layout).
 
     Args:
-        data_dir: folder in EMIDEC layout (real or phantom).
-        cfg: data configuration (validated here).
+        data_dir: data folder (real or phantom), or a manifest CSV.
+        cfg: data configuration (validated here); ``layout``/``label_map`` None are
+            resolved (detected / the layout's standard map) and returned in the bundle's config.
         seed: split seed; None uses ``cfg.split_seed``.
         split: a saved patient split ({'train', 'val', 'test'} → case ids, e.g. a run's
             ``split.json``) to use instead of drawing one; it must name exactly the usable cases.
@@ -345,10 +413,12 @@ def build_datasets(data_dir: str | Path, cfg: DataConfig, seed: int | None = Non
     if not isinstance(cfg, DataConfig):
         raise ConfigError(f"cfg must be a DataConfig, got {type(cfg).__name__}")
     cfg.validate()
+    cfg = resolve_data_config(cfg, data_dir)
+    check_structures(cfg)
     names = tuple(cfg.attributes)
-    check_supervised(names)
+    check_supervised(names, cfg.column_kinds)
     params = preprocess_params(cfg)
-    cases = read_dataset(data_dir, skip_bad_cases=cfg.skip_bad_cases)
+    cases = open_with_config(data_dir, cfg)
     preps: list[PreparedCase] = []
     for case in cases:
         try:
@@ -365,12 +435,18 @@ def build_datasets(data_dir: str | Path, cfg: DataConfig, seed: int | None = Non
             preps = [p for p in preps if p.image.shape[0] <= cfg.n_slices]
     if not preps:
         raise DataError(f"{data_dir}: no usable cases")
+    values = case_level_values(preps)
+    check_available(preps, cfg, values, data_dir)
+    samples: dict[str, list[str]] = {}
+    for p in preps:
+        samples.setdefault(p.case.patient_id, []).append(p.case.case_id)
     if split is None:
-        split = stratified_split(
-            {p.case.case_id: p.case.label for p in preps},
+        by_patient = stratified_split(
+            {p.case.patient_id: p.case.group for p in preps},
             tuple(cfg.split_fractions),  # type: ignore[arg-type]
             cfg.split_seed if seed is None else int(seed),
         )
+        split = {name: sorted(c for pid in pids for c in samples[pid]) for name, pids in by_patient.items()}
     else:
         split = {name: sorted(split.get(name, [])) for name in ("train", "val", "test")}
         named = [c for ids in split.values() for c in ids]
@@ -380,8 +456,13 @@ def build_datasets(data_dir: str | Path, cfg: DataConfig, seed: int | None = Non
             raise DataError(f"{data_dir}: the saved split does not match the data folder's usable cases "
                             f"(not in the split: {missing[:5]}; not usable or absent here: {unknown[:5]}; "
                             f"or a case listed twice)")
+        where = {c: name for name, ids in split.items() for c in ids}
+        for pid, ids in samples.items():
+            if len({where[c] for c in ids}) > 1:
+                raise DataError(f"{data_dir}: the saved split puts the samples of patient {pid} "
+                                f"({', '.join(sorted(ids))}) in different splits")
     by_id = {p.case.case_id: p for p in preps}
-    datasets = {name: _make_dataset([by_id[c] for c in ids], cfg, names) for name, ids in split.items()}
+    datasets = {name: _make_dataset([by_id[c] for c in ids], cfg, names, values) for name, ids in split.items()}
     if len(datasets["train"]) == 0:
         raise DataError(f"{data_dir}: the training split has no items")
     scaler = AttributeScaler(names).fit(datasets["train"].raw_attributes.double().numpy())
@@ -397,7 +478,10 @@ def build_datasets(data_dir: str | Path, cfg: DataConfig, seed: int | None = Non
         config=cfg,
         image_shape=tuple(datasets["train"].images.shape[1:]),
         cases={p.case.case_id: p.case for p in preps},
+        groups={p.case.case_id: p.case.group for p in preps},
+        layout=str(cfg.layout),
     )
 
 
-__all__ = ["AttributeScaler", "CardiacDataset", "DataBundle", "PreparedCase", "build_datasets", "prepare_case", "preprocess_params"]
+__all__ = ["AttributeScaler", "CardiacDataset", "DataBundle", "PreparedCase", "build_datasets", "case_level_values",
+           "check_available", "check_structures", "prepare_case", "preprocess_params"]

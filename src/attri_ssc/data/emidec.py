@@ -32,8 +32,9 @@ from typing import Literal
 
 import numpy as np
 
-from attri_ssc.data.attributes import VALID_LABELS
+from attri_ssc.data.attributes import LABEL_CAVITY, myocardium
 from attri_ssc.data.clinical import ClinicalRecord, read_clinical
+from attri_ssc.data.labels import EMIDEC_LABELS, LabelMap
 from attri_ssc.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,11 @@ class EmidecCase:
         spacing: voxel spacing (sx, sy, sz) in mm from the image header.
         shape: (X, Y, Z) voxels; Z is the number of short-axis slices.
         clinical: the parsed clinical file.
+        label_map: how the mask files number the structures (EMIDEC's by default).
+
+    The properties ``patient_id``, ``group``, ``frame``, ``layout``, ``categorical`` and
+    :meth:`clinical_values` are the interface every reader's cases share
+    (:class:`attri_ssc.data.cohort.CohortCase`).
     """
 
     case_id: str
@@ -103,19 +109,42 @@ class EmidecCase:
     spacing: tuple[float, float, float]
     shape: tuple[int, int, int]
     clinical: ClinicalRecord = field(repr=False)
+    label_map: LabelMap = field(default=EMIDEC_LABELS, repr=False)
+
+    layout = "emidec"
+    frame = ""
 
     @property
     def pathological(self) -> bool:
         return self.label == "P"
+
+    @property
+    def patient_id(self) -> str:
+        """The split unit: one EMIDEC case is one patient."""
+        return self.case_id
+
+    @property
+    def group(self) -> str:
+        """Stratum of the patient-level split: 'N' or 'P'."""
+        return self.label
+
+    @property
+    def categorical(self) -> dict[str, str]:
+        return {"group": self.label}
+
+    def clinical_values(self) -> dict[str, float]:
+        """Case-level attribute values (physical units) from the clinical file."""
+        return {**self.clinical.attribute_values(), "pathological": float(self.pathological)}
 
     def load_image(self) -> np.ndarray:
         """Image (X, Y, Z) float32."""
         return load_nifti(self.image_path, self.case_id)[0].astype(np.float32, copy=False)
 
     def load_mask(self) -> np.ndarray:
-        """Labels (X, Y, Z) uint8, checked to be in {0..4} and shaped like the image."""
+        """Canonical labels (X, Y, Z) uint8 (:mod:`attri_ssc.data.labels`), checked against the
+        label map and shaped like the image."""
         data = load_nifti(self.mask_path, self.case_id)[0]
-        return check_mask(data, self.mask_path, self.case_id, self.shape)
+        return check_mask(data, self.mask_path, self.case_id, self.shape, self.label_map)
 
     def load_clean(self) -> np.ndarray | None:
         """Noise-free image (X, Y, Z) float32, or None when there is none."""
@@ -190,8 +219,10 @@ def _stored_zooms(path: Path, img) -> tuple[float, ...]:
         return tuple(float(z) for z in img.header.get_zooms())
 
 
-def check_mask(data: np.ndarray, path: Path, case_id: str, shape: tuple[int, ...]) -> np.ndarray:
-    """Validate a label volume; returns it as uint8 or raises :class:`DataError`."""
+def check_mask(data: np.ndarray, path: Path, case_id: str, shape: tuple[int, ...],
+               label_map: LabelMap = EMIDEC_LABELS) -> np.ndarray:
+    """Validate a label volume against ``label_map``; returns its canonical codes (uint8,
+    :data:`attri_ssc.data.labels.CANONICAL`) or raises :class:`DataError` naming the file."""
     if data.shape != tuple(shape):
         raise DataError(f"case {case_id}: {path}: mask shape {data.shape} differs from image shape {tuple(shape)}")
     if not np.all(np.isfinite(data)):
@@ -199,16 +230,10 @@ def check_mask(data: np.ndarray, path: Path, case_id: str, shape: tuple[int, ...
     rounded = np.rint(data)
     if not np.array_equal(rounded, data):
         raise DataError(f"case {case_id}: {path}: mask has non-integer values")
-    values = {int(v) for v in np.unique(rounded)}
-    unknown = sorted(values - VALID_LABELS)
-    if unknown:
-        raise DataError(
-            f"case {case_id}: {path}: mask has unknown label(s) {unknown}; expected 0 background, "
-            "1 cavity, 2 myocardium, 3 infarct, 4 no-reflow"
-        )
-    if not values - {0}:
+    canonical = label_map.to_canonical(rounded, path, case_id)
+    if not ((canonical == LABEL_CAVITY).any() or myocardium(canonical).any()):
         raise DataError(f"case {case_id}: {path}: mask is empty (background only: no cavity or myocardium)")
-    return rounded.astype(np.uint8)
+    return canonical
 
 
 def _find_nifti(folder: Path, case_name: str) -> Path | None:
@@ -305,7 +330,8 @@ def discover(root: str | Path) -> tuple[list[CaseFiles], list[Problem]]:
     return files, problems
 
 
-def inspect_case(files: CaseFiles, check_arrays: bool = False) -> tuple[EmidecCase | None, list[Problem]]:
+def inspect_case(files: CaseFiles, check_arrays: bool = False,
+                 label_map: LabelMap = EMIDEC_LABELS) -> tuple[EmidecCase | None, list[Problem]]:
     """Open one case's headers and clinical file (and, with ``check_arrays``, its voxel
     data); return the case when usable and every problem found."""
     cid = files.case_id
@@ -351,7 +377,7 @@ def inspect_case(files: CaseFiles, check_arrays: bool = False) -> tuple[EmidecCa
             try:
                 data, _ = load_nifti(path, cid)
                 if role == "mask" and shape is not None and data.shape == shape:
-                    check_mask(data, path, cid, shape)
+                    check_mask(data, path, cid, shape, label_map)
                 elif role == "mask":
                     continue  # shape problem already reported
                 elif not np.all(np.isfinite(data)):
@@ -383,25 +409,28 @@ def inspect_case(files: CaseFiles, check_arrays: bool = False) -> tuple[EmidecCa
         spacing=spacing,  # type: ignore[arg-type]
         shape=shape,  # type: ignore[arg-type]
         clinical=clinical,
+        label_map=label_map,
     )
     return case, problems
 
 
-def scan_dataset(root: str | Path, check_arrays: bool = False) -> tuple[list[EmidecCase], list[Problem]]:
+def scan_dataset(root: str | Path, check_arrays: bool = False,
+                 label_map: LabelMap = EMIDEC_LABELS) -> tuple[list[EmidecCase], list[Problem]]:
     """Every usable case under ``root`` and every problem found (nothing raised except
     for a missing root folder)."""
     files, problems = discover(root)
     cases: list[EmidecCase] = []
     bad_ids = {p.case_id for p in problems if p.severity == "error"}
     for f in files:
-        case, case_problems = inspect_case(f, check_arrays=check_arrays)
+        case, case_problems = inspect_case(f, check_arrays=check_arrays, label_map=label_map)
         problems.extend(case_problems)
         if case is not None and f.case_id not in bad_ids:
             cases.append(case)
     return cases, problems
 
 
-def read_dataset(root: str | Path, skip_bad_cases: bool = False, check_arrays: bool = False) -> list[EmidecCase]:
+def read_dataset(root: str | Path, skip_bad_cases: bool = False, check_arrays: bool = False,
+                 label_map: LabelMap = EMIDEC_LABELS) -> list[EmidecCase]:
     """Usable cases under ``root``, sorted by id.
 
     Args:
@@ -413,7 +442,13 @@ def read_dataset(root: str | Path, skip_bad_cases: bool = False, check_arrays: b
             only headers and clinical files are read here and voxel problems surface
             when the arrays are loaded.
     """
-    cases, problems = scan_dataset(root, check_arrays=check_arrays)
+    cases, problems = scan_dataset(root, check_arrays=check_arrays, label_map=label_map)
+    return raise_or_skip(root, cases, problems, skip_bad_cases)
+
+
+def raise_or_skip(root: str | Path, cases: list, problems: list[Problem], skip_bad_cases: bool) -> list:
+    """Any reader's (cases, problems) → the usable cases: one :class:`DataError` listing every
+    error, or (``skip_bad_cases``) the errors logged and the cases kept; warnings are logged."""
     errors = [p for p in problems if p.severity == "error"]
     for p in problems:
         if p.severity == "warning":
@@ -439,6 +474,7 @@ __all__ = [
     "discover",
     "inspect_case",
     "load_nifti",
+    "raise_or_skip",
     "read_dataset",
     "scan_dataset",
 ]

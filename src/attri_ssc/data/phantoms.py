@@ -34,6 +34,7 @@ Image intensities are stored as 1000 × the model units below (infarct = 1.0).
 
 from __future__ import annotations
 
+import copy
 import csv
 import io
 import json
@@ -46,7 +47,8 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from attri_ssc.data.attributes import IMAGE_ATTRIBUTES
+from attri_ssc.data.attributes import (IMAGE_ATTRIBUTES, LABEL_CAVITY, LABEL_INFARCT, LABEL_MYOCARDIUM,
+                                       LABEL_NO_REFLOW, LABEL_RV)
 from attri_ssc.data.clinical import FIELDS, format_clinical
 from attri_ssc.data.emidec import CLEAN_DIRNAME, GROUND_TRUTH_CSV, GROUND_TRUTH_JSON
 from attri_ssc.io_utils import atomic_write, write_json
@@ -198,6 +200,13 @@ def _geometry(draw: dict[str, Any]) -> tuple[list[dict[str, float]], dict[str, f
     length = z[-1] / f["apex_fraction"]
     r = f["cavity_radius_base_mm"] * np.sqrt(1.0 - (z / length) ** 2)
     t = f["wall_thickness_base_mm"] * (1.0 - 0.15 * z / length)
+    if f.get("es_scale"):
+        # End-systole: every cavity radius scaled by c (so ESV = c² EDV and EF = 1 - c²);
+        # the wall thickens so that each slice keeps its myocardial area (incompressible).
+        c = float(f["es_scale"])
+        r_es = c * r
+        t = np.sqrt(r_es**2 + (r + t) ** 2 - r**2) - r_es
+        r = r_es
     slices = []
     inf, nr = f["infarct"], f["no_reflow"]
     for k in range(n):
@@ -276,9 +285,12 @@ def _clinical(rng: np.random.Generator, label: str, case: dict[str, float], fact
 
 
 def _render(
-    rng: np.random.Generator, draw: dict[str, Any], slices: list[dict[str, float]], noise_std: float, bias_strength: float
+    rng: np.random.Generator, draw: dict[str, Any], slices: list[dict[str, float]], noise_std: float, bias_strength: float,
+    label_rv: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Rasterise a drawn case: (noisy image, clean image, labels), each (X, Y, Z)."""
+    """Rasterise a drawn case: (noisy image, clean image, labels), each (X, Y, Z). Labels are
+    canonical (:mod:`attri_ssc.data.labels`); the RV blood pool is labelled (5) only with
+    ``label_rv``."""
     f = draw["factors"]
     sx, sy, dz = draw["spacing"]
     nx, ny, nz = draw["shape"]
@@ -300,8 +312,8 @@ def _render(
     labels = np.zeros((nx, ny, nz), dtype=np.uint8)
     cav = rad < r_in
     myo = (rad >= r_in) & (rad < r_out)
-    labels[cav] = 1
-    labels[myo] = 2
+    labels[cav] = LABEL_CAVITY
+    labels[myo] = LABEL_MYOCARDIUM
     inf, nr = f["infarct"], f["no_reflow"]
     if inf["present"]:
         in_slices = np.isin(np.arange(nz), inf["slices"])
@@ -311,7 +323,7 @@ def _render(
             & (rad < r_in + inf["transmurality"] * t)
             & in_slices
         )
-        labels[m] = 3
+        labels[m] = LABEL_INFARCT
     if nr["present"]:
         in_slices = np.isin(np.arange(nz), nr["slices"])
         m = (
@@ -320,7 +332,7 @@ def _render(
             & (rad < r_in + nr["transmurality"] * t)
             & in_slices
         )
-        labels[m] = 4
+        labels[m] = LABEL_NO_REFLOW
 
     # Body (ellipse) of textured tissue in air.
     ax, ay = f["body_semi_axes_frac"][0] * nx * sx, f["body_semi_axes_frac"][1] * ny * sy
@@ -340,10 +352,12 @@ def _render(
     rv_wall = (rad_rv < r_rv + 3.0) & outside_lv & ~rv_blood
     clean[rv_wall] = lev["rv_wall"]
     clean[rv_blood] = lev["rv_blood"]
-    clean[labels == 1] = lev["lv_blood"]
-    clean[labels == 2] = lev["myocardium"]
-    clean[labels == 3] = lev["infarct"]
-    clean[labels == 4] = lev["no_reflow"]
+    clean[labels == LABEL_CAVITY] = lev["lv_blood"]
+    clean[labels == LABEL_MYOCARDIUM] = lev["myocardium"]
+    clean[labels == LABEL_INFARCT] = lev["infarct"]
+    clean[labels == LABEL_NO_REFLOW] = lev["no_reflow"]
+    if label_rv:
+        labels[rv_blood] = LABEL_RV
     # Partial-volume edges: a slight in-plane blur.
     clean = ndimage.gaussian_filter(clean, (0.6, 0.6, 0.0))
 
@@ -395,6 +409,19 @@ _README = (
 )
 
 
+PHANTOM_LAYOUTS: tuple[str, ...] = ("emidec", "acdc", "manifest")
+#: Canonical label → ACDC's file value (1 RV, 2 myocardium, 3 LV cavity).
+_ACDC_VALUES = np.array([0, 3, 2, 2, 2, 1], dtype=np.uint8)
+#: Clinical columns of a phantom manifest (EMIDEC's fields as numbers; sex 1 male / 0 female).
+MANIFEST_CLINICAL: tuple[str, ...] = ("fevg", "age", "sex", "tobacco", "overweight", "arterial_hypertension", "diabetes",
+                                      "familial_history", "ecg_st", "troponin", "killip_max", "ntprobnp")
+
+
+def _label_of(i: int, normal_fraction: float) -> str:
+    """Case i is N where floor((i+1)f) > floor(i f): N cases spread evenly."""
+    return "N" if math.floor((i + 1) * normal_fraction + 1e-9) > math.floor(i * normal_fraction + 1e-9) else "P"
+
+
 def generate_phantoms(
     out_dir: str | Path,
     n_cases: int,
@@ -402,21 +429,41 @@ def generate_phantoms(
     noise_std: float = 0.04,
     bias_strength: float = 0.1,
     normal_fraction: float = 1.0 / 3.0,
+    layout: str = "emidec",
 ) -> list[PhantomTruth]:
-    """Write ``n_cases`` synthetic cases in EMIDEC layout and return their ground truth.
+    """Write ``n_cases`` synthetic cases in ``layout`` and return their ground truth.
+
+    Layouts:
+
+    * ``emidec`` (default): DE-MRI cases in EMIDEC's layout (module doc).
+    * ``manifest``: the very same cases (same seed → same voxels, labels and clinical
+      values) as ``images/<id>.nii.gz``, ``masks/<id>.nii.gz`` (EMIDEC's numbering),
+      ``clean/<id>.nii.gz`` and a ``manifest.csv`` (case_id, group, pathological, image,
+      mask, clean, then :data:`MANIFEST_CLINICAL`).
+    * ``acdc``: cine-like patients in ACDC's layout, ``patientNNN/Info.cfg`` plus an ED and
+      an ES frame (``patientNNN_frameMM.nii.gz`` and ``_gt``, ACDC's labels 1 RV,
+      2 myocardium, 3 LV cavity, no scar). The ES frame is the ED heart with every cavity
+      radius scaled by c = sqrt(1 - EF/100) and each slice's myocardial area kept, so the
+      ejection fraction computed from the two LV cavity volumes has the analytic ground
+      truth EF. Groups: NOR for normal draws, MINF (scar not labelled, as in ACDC) for
+      the others. Ground truth is per sample (``patientNNN_ED``, ``patientNNN_ES``):
+      image attributes of the frame, height, weight, the patient's ``fevg``.
+
+    Every layout gets ``phantom_ground_truth.json`` / ``.csv`` beside it.
 
     Args:
         out_dir: output folder (created; existing case files are overwritten).
-        n_cases: number of cases, >= 1.
+        n_cases: number of cases (ACDC: patients), >= 1.
         seed: master seed; case i depends only on (seed, i), so a larger ``n_cases``
             extends a smaller one with the same seed.
         noise_std: Rician noise standard deviation per channel, in model units
             (infarct = 1, blood ≈ 0.6). 0 gives a noise-free image.
         bias_strength: amplitude of the log bias field (0.1 → gains in [0.90, 1.11]).
-        normal_fraction: share of normal (N) cases, in [0, 1].
+        normal_fraction: share of normal (N; ACDC NOR) cases, in [0, 1].
+        layout: 'emidec', 'manifest' or 'acdc'.
 
     Returns:
-        One :class:`PhantomTruth` per case, in generation order.
+        One :class:`PhantomTruth` per case (ACDC: per frame), in generation order.
     """
     if not isinstance(n_cases, int) or n_cases < 1:
         raise ValueError(f"n_cases must be a positive integer, got {n_cases!r}")
@@ -426,16 +473,44 @@ def generate_phantoms(
         raise ValueError(f"bias_strength must be >= 0, got {bias_strength!r}")
     if not 0.0 <= normal_fraction <= 1.0:
         raise ValueError(f"normal_fraction must be in [0, 1], got {normal_fraction!r}")
+    if layout not in PHANTOM_LAYOUTS:
+        raise ValueError(f"layout must be one of {', '.join(PHANTOM_LAYOUTS)}, got {layout!r}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / CLEAN_DIRNAME).mkdir(exist_ok=True)
     start = time.perf_counter()
+    if layout == "acdc":
+        truths = _generate_acdc(out, n_cases, seed, noise_std, bias_strength, normal_fraction)
+    else:
+        truths = _generate_de(out, n_cases, seed, noise_std, bias_strength, normal_fraction, layout)
+    write_json(
+        out / GROUND_TRUTH_JSON,
+        {
+            "generator": "attri_ssc.data.phantoms",
+            "layout": layout,
+            "seed": seed,
+            "n_cases": n_cases,
+            "noise_std": noise_std,
+            "bias_strength": bias_strength,
+            "store_scale": STORE_SCALE,
+            "image_attributes": list(IMAGE_ATTRIBUTES),
+            "seconds": round(time.perf_counter() - start, 3),
+            "cases": [t.to_dict() for t in truths],
+        },
+    )
+    _write_csv(out / GROUND_TRUTH_CSV, truths)
+    return truths
 
-    # Label of case i: spread N cases evenly (i where floor((i+1)f) > floor(i f)).
+
+def _generate_de(out: Path, n_cases: int, seed: int, noise_std: float, bias_strength: float,
+                 normal_fraction: float, layout: str) -> list[PhantomTruth]:
+    """DE-MRI phantoms in EMIDEC layout or as a manifest (identical cases either way)."""
+    if layout == "emidec":
+        (out / CLEAN_DIRNAME).mkdir(exist_ok=True)
     n_counts = {"N": 0, "P": 0}
     truths: list[PhantomTruth] = []
+    rows: list[dict[str, Any]] = []
     for i in range(n_cases):
-        label = "N" if math.floor((i + 1) * normal_fraction + 1e-9) > math.floor(i * normal_fraction + 1e-9) else "P"
+        label = _label_of(i, normal_fraction)
         n_counts[label] += 1
         case_id = f"{label}{n_counts[label]:03d}"
         rng = np.random.default_rng([seed, i])
@@ -444,17 +519,27 @@ def generate_phantoms(
         clinical = _clinical(rng, label, case_attrs, draw["factors"], draw["spacing"][2])
         noisy, clean, labels = _render(rng, draw, slices, noise_std, bias_strength)
 
-        name = f"Case_{case_id}"
         stored = np.clip(np.rint(noisy * STORE_SCALE), 0, np.iinfo(np.int16).max).astype(np.int16)
-        _save_nifti(out / name / "Images" / f"{name}.nii.gz", stored, draw["spacing"])
-        _save_nifti(out / name / "Contours" / f"{name}.nii.gz", labels, draw["spacing"])
-        _save_nifti(out / CLEAN_DIRNAME / f"{name}.nii.gz", clean * STORE_SCALE, draw["spacing"])
-        keys = list(FIELDS)
-        n_nbsp = int(rng.integers(1, 5))
-        nbsp = set(rng.choice(keys, size=n_nbsp, replace=False).tolist())
-        text = format_clinical(clinical, nbsp_fields=nbsp)
-        raw = text.encode("cp1252")
-        atomic_write(out / f"Case {case_id}.txt", lambda tmp, raw=raw: tmp.write_bytes(raw))
+        if layout == "emidec":
+            name = f"Case_{case_id}"
+            _save_nifti(out / name / "Images" / f"{name}.nii.gz", stored, draw["spacing"])
+            _save_nifti(out / name / "Contours" / f"{name}.nii.gz", labels, draw["spacing"])
+            _save_nifti(out / CLEAN_DIRNAME / f"{name}.nii.gz", clean * STORE_SCALE, draw["spacing"])
+            keys = list(FIELDS)
+            n_nbsp = int(rng.integers(1, 5))
+            nbsp = set(rng.choice(keys, size=n_nbsp, replace=False).tolist())
+            text = format_clinical(clinical, nbsp_fields=nbsp)
+            raw = text.encode("cp1252")
+            atomic_write(out / f"Case {case_id}.txt", lambda tmp, raw=raw: tmp.write_bytes(raw))
+        else:
+            paths = {"image": f"images/{case_id}.nii.gz", "mask": f"masks/{case_id}.nii.gz",
+                     "clean": f"clean/{case_id}.nii.gz"}
+            _save_nifti(out / paths["image"], stored, draw["spacing"])
+            _save_nifti(out / paths["mask"], labels, draw["spacing"])
+            _save_nifti(out / paths["clean"], clean * STORE_SCALE, draw["spacing"])
+            values = {**clinical, "sex": 1 if clinical["sex"] == "M" else 0}
+            rows.append({"case_id": case_id, "group": label, "pathological": int(label == "P"), **paths,
+                         **{k: values[k] for k in MANIFEST_CLINICAL}})
 
         draw["factors"]["noise_std"] = noise_std
         draw["factors"]["bias_strength"] = bias_strength
@@ -472,24 +557,68 @@ def generate_phantoms(
                 slices=slices,
             )
         )
-
-    atomic_write(out / "Readme.txt", lambda tmp: tmp.write_bytes(_README.encode("cp1252")))
-    write_json(
-        out / GROUND_TRUTH_JSON,
-        {
-            "generator": "attri_ssc.data.phantoms",
-            "seed": seed,
-            "n_cases": n_cases,
-            "noise_std": noise_std,
-            "bias_strength": bias_strength,
-            "store_scale": STORE_SCALE,
-            "image_attributes": list(IMAGE_ATTRIBUTES),
-            "seconds": round(time.perf_counter() - start, 3),
-            "cases": [t.to_dict() for t in truths],
-        },
-    )
-    _write_csv(out / GROUND_TRUTH_CSV, truths)
+    if layout == "emidec":
+        atomic_write(out / "Readme.txt", lambda tmp: tmp.write_bytes(_README.encode("cp1252")))
+    else:
+        _write_rows(out / "manifest.csv", rows)
     return truths
+
+
+def _generate_acdc(out: Path, n_cases: int, seed: int, noise_std: float, bias_strength: float,
+                   normal_fraction: float) -> list[PhantomTruth]:
+    """Cine-like ED/ES phantoms in ACDC layout (see :func:`generate_phantoms`)."""
+    truths: list[PhantomTruth] = []
+    for i in range(n_cases):
+        label = _label_of(i, normal_fraction)
+        group = "NOR" if label == "N" else "MINF"
+        pid = f"patient{i + 1:03d}"
+        rng = np.random.default_rng([seed, i])
+        draw = _draw_case(rng, label)
+        f = draw["factors"]
+        f["infarct"], f["no_reflow"] = {"present": False}, {"present": False}  # ACDC labels no scar
+        ef = float(np.clip(rng.normal(62.0, 4.0), 52.0, 72.0) if label == "N" else np.clip(rng.normal(40.0, 8.0), 20.0, 52.0))
+        height = float(np.round(np.clip(rng.normal(172.0 + 6.0 * f["size"], 6.0), 150.0, 200.0), 1))
+        weight = float(np.round(np.clip(rng.normal(0.9 * (height - 100.0) + 8.0 * f["size"], 8.0), 45.0, 130.0), 1))
+        n_frames = int(rng.integers(20, 31))
+        es = int(rng.integers(8, min(15, n_frames)))
+        ed_slices, ed_attrs = _geometry(draw)
+        draw_es = copy.deepcopy(draw)
+        draw_es["factors"]["es_scale"] = math.sqrt(1.0 - ef / 100.0)
+        es_slices, es_attrs = _geometry(draw_es)
+        ef_exact = 100.0 * (ed_attrs["lv_volume"] - es_attrs["lv_volume"]) / ed_attrs["lv_volume"]
+        info = (f"ED: 1\nES: {es}\nGroup: {group}\nHeight: {height:.1f}\nNbFrame: {n_frames}\n"
+                f"Weight: {weight:.1f}\n")
+        folder = out / pid
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write(folder / "Info.cfg", lambda tmp, info=info: tmp.write_text(info, encoding="utf-8"))
+        for phase, frame, d, slices, attrs, frng in (
+            ("ED", 1, draw, ed_slices, ed_attrs, rng),
+            ("ES", es, draw_es, es_slices, es_attrs, np.random.default_rng([seed, i, 1])),
+        ):
+            noisy, _, labels = _render(frng, d, slices, noise_std, bias_strength, label_rv=True)
+            stored = np.clip(np.rint(noisy * STORE_SCALE), 0, np.iinfo(np.int16).max).astype(np.int16)
+            stem = f"{pid}_frame{frame:02d}"
+            _save_nifti(folder / f"{stem}.nii.gz", stored, d["spacing"])
+            _save_nifti(folder / f"{stem}_gt.nii.gz", _ACDC_VALUES[labels], d["spacing"])
+            factors = {**d["factors"], "noise_std": noise_std, "bias_strength": bias_strength, "ejection_fraction": ef_exact,
+                       "frame": frame, "phase": phase, "group": group}
+            attributes = {**attrs, "height": height, "weight": weight, "fevg": ef_exact, "pathological": float(label == "P")}
+            truths.append(PhantomTruth(
+                case_id=f"{pid}_{phase}", label=group, shape=tuple(int(s) for s in d["shape"]),
+                spacing=tuple(float(s) for s in d["spacing"]), factors=factors,
+                attributes={k: float(v) for k, v in attributes.items()}, slices=slices,
+            ))
+    return truths
+
+
+def _write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    text = buf.getvalue()
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def _write_csv(path: Path, truths: list[PhantomTruth]) -> None:
@@ -523,4 +652,5 @@ def _write_csv(path: Path, truths: list[PhantomTruth]) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
-__all__ = ["INTENSITIES", "PhantomTruth", "STORE_SCALE", "generate_phantoms", "load_ground_truth"]
+__all__ = ["INTENSITIES", "MANIFEST_CLINICAL", "PHANTOM_LAYOUTS", "PhantomTruth", "STORE_SCALE", "generate_phantoms",
+           "load_ground_truth"]

@@ -12,6 +12,8 @@ why, e.g. ``{"mig": "needs >= 3 test samples, got 2"}``.
 
 from __future__ import annotations
 
+import dataclasses
+
 import math
 import time
 from pathlib import Path
@@ -189,21 +191,28 @@ def evaluate_predictions(run: LoadedRun, preds: Predictions, weights_dir: str | 
 
 
 def evaluate_run(run_dir: str | Path, data_dir: str | Path | None = None, split: str = "test",
-                 weights_dir: str | None = None, progress: bool = True) -> dict[str, Any]:
-    """Evaluate ``run_dir`` on ``split`` and write ``RUN/results.json``; returns the results."""
+                 weights_dir: str | None = None, progress: bool = True, layout: str | None = None) -> dict[str, Any]:
+    """Evaluate ``run_dir`` on ``split`` and write ``RUN/results.json``; returns the results.
+
+    The data folder is read in the layout the run recorded (``layout`` overrides it)."""
     from attri_ssc.data.datasets import build_datasets
 
     started = time.perf_counter()
     run = load_run(run_dir)
     data_dir = Path(data_dir or run.data_dir)
     # the split the run was trained on (its split.json), not one drawn again
-    bundle = build_datasets(data_dir, run.config.data, split=run.split or None)
+    data_cfg = run.config.data if layout is None else dataclasses.replace(run.config.data, layout=layout)
+    bundle = build_datasets(data_dir, data_cfg, split=run.split or None)
     dataset = getattr(bundle, split, None)
     if dataset is None or len(dataset) < 1:
         raise DataError(f"split {split!r} of {data_dir} is empty: nothing to evaluate")
     preds = predict(run, dataset, progress=progress)
     results = evaluate_predictions(run, preds, weights_dir, split)
-    results.update({"run": str(run_dir), "data_dir": str(data_dir), "split": split,
+    groups: dict[str, int] = {}
+    for cid in dataset.case_ids:  # items per group (EMIDEC N/P, ACDC pathology group, manifest group)
+        groups[bundle.groups.get(cid, "")] = groups.get(bundle.groups.get(cid, ""), 0) + 1
+    results.update({"run": str(run_dir), "data_dir": str(data_dir), "split": split, "layout": bundle.layout,
+                    "items_per_group": dict(sorted(groups.items())),
                     "attribute_names": list(run.attribute_names), "config_name": run.config.name,
                     "seed": run.config.train.seed, "eval_time_s": time.perf_counter() - started})
     write_json(Path(run_dir) / RESULTS_NAME, results)

@@ -39,6 +39,7 @@ from attri_ssc.interpret.editing import (HOLD_FIXED, PROTOTYPE_RULES, AtomBounds
                                           feedback_steps, select_atoms)
 from attri_ssc.interpret.judge import measure_batch
 from attri_ssc.interpret.sampling import decode_samples
+from attri_ssc.seeding import fixed_threads
 
 #: Attributes the judge measures (its field names equal the dataset's attribute names).
 JUDGED: tuple[str, ...] = ("lv_volume", "myo_volume", "lv_area", "myo_area", "wall_thickness")
@@ -74,6 +75,9 @@ class EditVariant:
         return (self.rule + ("+conditional" if self.conditional else "") + ("+active_only" if self.active_only else "")
                 + ("+exclusive" if self.exclusive else ""))
 
+
+#: CPU threads of :func:`verify_edits` (module-level so that a test or a GPU user can see it).
+VERIFY_THREADS = 1
 
 #: The variants verified by default (the prototype-based ones only when their prototypes are given).
 VARIANTS: tuple[EditVariant, ...] = (
@@ -298,7 +302,21 @@ def verify_edits(model, held_out: HeldOut, attribute_names: Sequence[str], bound
         feedback_settings: how the ``feedback`` rule searches its steps.
     Returns:
         JSON-ready dict: settings and ``results[variant][attribute]`` from :func:`summarise`.
+
+    Runs with :data:`VERIFY_THREADS` CPU threads, so its numbers do not depend on the caller's
+    thread setting (the ``feedback`` search amplifies last-bit differences; see
+    :data:`attri_ssc.interpret.editing.SEARCH_THREADS`).
     """
+    with fixed_threads(VERIFY_THREADS):
+        return _verify_edits(model, held_out, attribute_names, bounds, spacing_mm, scale, top_k, steps, variants,
+                             attributes, prototypes, conditional_prototypes, attribute_units, feedback_settings)
+
+
+def _verify_edits(model, held_out: HeldOut, attribute_names: Sequence[str], bounds: AtomBounds, spacing_mm: float,
+                  scale: dict[str, float], top_k: int, steps: int, variants: Sequence[EditVariant],
+                  attributes: Sequence[str] | None, prototypes: AttributePrototypes | None,
+                  conditional_prototypes: AttributePrototypes | None, attribute_units: AttributeUnits | None,
+                  feedback_settings: FeedbackSettings) -> dict[str, Any]:
     names = list(attribute_names)
     judged = judged_names(names)
     wanted = [a for a in (attributes or judged) if a in names and a in judged]

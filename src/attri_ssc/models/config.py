@@ -17,8 +17,8 @@ from typing import Any
 
 from attri_ssc.dataclass_io import dataclass_to_dict, unknown_keys
 
-#: Number of 2x downsamplings of the encoder (Table 6 has three): spatial sizes must be
-#: divisible by ``2 ** N_DOWN``.
+#: Table 6's number of 2x downsamplings (four resolution levels S, S/2, S/4, S/8). The
+#: backbone's depth is ``len(channels) - 1`` downsamplings: a config sets it.
 N_DOWN = 3
 DOWN_FACTOR = 2**N_DOWN
 
@@ -34,10 +34,13 @@ class ModelConfig:
     Args:
         spatial_dims: 2 (slices) or 3 (volumes).
         in_channels: image channels (1 for DE-MRI).
-        channels: encoder widths at resolutions S, S/2, S/4, S/8 (4 entries). Table 6:
-            (128, 512, 512, 512).
-        decoder_channels: decoder widths at S, S/2, S/4, S/8; ``None`` mirrors
-            ``channels``. Table 6's decoder is (128, 128, 128, 512).
+        channels: encoder widths, one per resolution level S, S/2, ..., S/2^(n-1); the
+            number of entries n sets the depth (n - 1 downsamplings, latent size
+            S/2^(n-1)). Table 6: (128, 512, 512, 512), four levels, latent S/8; a 64x64
+            slice with three levels has a 16x16 latent.
+        decoder_channels: decoder widths at the same levels (as many entries as
+            ``channels``); ``None`` mirrors ``channels``. Table 6's decoder is
+            (128, 128, 128, 512).
         latent_channels: C', channels of the features e and of each atom.
         n_atoms: K, number of dictionary atoms.
         n_iter: T, unrolled LISTA iterations (overridable per forward call).
@@ -63,9 +66,14 @@ class ModelConfig:
             without affine parameters, so the encoder cannot shrink e and Z together) or
             ``none``.
         lipschitz_margin: L = margin * sigma_max(D)^2 (>= 1).
+        debias_steps: gradient steps on the least-squares fit ``½‖e − DZ‖²`` restricted to
+            the support of LISTA's codes, after the T iterations (0 = the paper). The soft
+            threshold shrinks every active code by α⁺/L; one step restores the last
+            iteration's shrinkage exactly, more approach the least-squares values on the
+            support. The support (hence the density) is unchanged.
         input_size: nominal input spatial size (int or one int per spatial dim), each
-            divisible by 8; used for validation and summaries (the model is fully
-            convolutional).
+            divisible by ``2 ** (len(channels) - 1)``; used for validation and summaries
+            (the model is fully convolutional).
     """
 
     spatial_dims: int = 2
@@ -86,6 +94,7 @@ class ModelConfig:
     loss_reduction: str = "mean"
     latent_norm: str = "batch"
     lipschitz_margin: float = 1.001
+    debias_steps: int = 0
     input_size: int | tuple[int, ...] = 64
 
     def __post_init__(self) -> None:
@@ -111,15 +120,20 @@ class ModelConfig:
         _positive_int("n_iter", self.n_iter)
         _positive_int("norm_groups", self.norm_groups)
         _positive_int("cbam_reduction", self.cbam_reduction)
+        if len(self.channels) < 1:
+            raise ValueError(
+                f"channels must have at least one entry (one width per resolution level), "
+                f"got channels={self.channels!r}"
+            )
+        if self.decoder_channels is not None and len(self.decoder_channels) != len(self.channels):
+            raise ValueError(
+                f"decoder_channels must have one width per resolution level, as many as channels "
+                f"({len(self.channels)}), got decoder_channels={self.decoder_channels!r}"
+            )
         for name in ("channels", "decoder_channels"):
             widths = getattr(self, name)
             if widths is None:
                 continue
-            if len(widths) != N_DOWN + 1:
-                raise ValueError(
-                    f"{name} must have {N_DOWN + 1} entries (widths at S, S/2, S/4, S/8), "
-                    f"got {name}={widths!r}"
-                )
             for w in widths:
                 _positive_int(name, w)
                 if w % self.norm_groups:
@@ -152,14 +166,26 @@ class ModelConfig:
             raise ValueError(f"sparsity_weight must be >= 0, got sparsity_weight={self.sparsity_weight!r}")
         if not (float(self.lipschitz_margin) >= 1.0):
             raise ValueError(f"lipschitz_margin must be >= 1, got lipschitz_margin={self.lipschitz_margin!r}")
+        if not isinstance(self.debias_steps, int) or isinstance(self.debias_steps, bool) or self.debias_steps < 0:
+            raise ValueError(f"debias_steps must be an integer >= 0, got debias_steps={self.debias_steps!r}")
         if not isinstance(self.nonneg_codes, bool):
             raise ValueError(f"nonneg_codes must be a bool, got nonneg_codes={self.nonneg_codes!r}")
-        check_spatial_size(self.input_size, self.spatial_dims, name="input_size")
+        check_spatial_size(self.input_size, self.spatial_dims, name="input_size", factor=self.down_factor)
 
     # ------------------------------------------------------------------ derived
     @property
+    def n_levels(self) -> int:
+        """Number of resolution levels (``len(channels)``; Table 6: 4)."""
+        return len(self.channels)
+
+    @property
+    def down_factor(self) -> int:
+        """Total downsampling S / s: ``2 ** (n_levels - 1)`` (Table 6: 8)."""
+        return 2 ** (self.n_levels - 1)
+
+    @property
     def decoder_widths(self) -> tuple[int, ...]:
-        """Decoder widths at S, S/2, S/4, S/8 (``decoder_channels`` or the mirror)."""
+        """Decoder widths per level, S first (``decoder_channels`` or the mirror)."""
         return self.decoder_channels if self.decoder_channels is not None else self.channels
 
     @property
@@ -171,8 +197,8 @@ class ModelConfig:
 
     @property
     def latent_shape(self) -> tuple[int, ...]:
-        """Spatial shape of e and Z for the nominal input: ``input_shape // 8``."""
-        return tuple(s // DOWN_FACTOR for s in self.input_shape)
+        """Spatial shape of e and Z for the nominal input: ``input_shape // down_factor``."""
+        return tuple(s // self.down_factor for s in self.input_shape)
 
     # ------------------------------------------------------------------ (de)serialisation
     def to_dict(self) -> dict[str, Any]:
@@ -192,8 +218,10 @@ class ModelConfig:
         return dataclasses.replace(self, **changes)
 
 
-def check_spatial_size(size: Any, spatial_dims: int, name: str = "input_size") -> tuple[int, ...]:
-    """Validate a spatial size (int or one int per dim), each divisible by 8.
+def check_spatial_size(size: Any, spatial_dims: int, name: str = "input_size",
+                       factor: int = DOWN_FACTOR) -> tuple[int, ...]:
+    """Validate a spatial size (int or one int per dim), each a positive multiple of ``factor``
+    (the backbone's total downsampling, 8 for Table 6).
 
     Returns the size as a tuple; raises ``ValueError`` naming ``name`` and the value.
     """
@@ -206,10 +234,10 @@ def check_spatial_size(size: Any, spatial_dims: int, name: str = "input_size") -
     else:
         dims = (size,) * spatial_dims
     for s in dims:
-        if not isinstance(s, int) or isinstance(s, bool) or s < DOWN_FACTOR or s % DOWN_FACTOR:
+        if not isinstance(s, int) or isinstance(s, bool) or s < factor or s % factor:
             raise ValueError(
-                f"{name} must be a positive multiple of {DOWN_FACTOR} (three 2x downsamplings), "
-                f"got {name}={size!r}"
+                f"{name} must be a positive multiple of {factor} (the backbone's 2x "
+                f"downsamplings), got {name}={size!r}"
             )
     return tuple(int(s) for s in dims)
 

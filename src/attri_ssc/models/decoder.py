@@ -1,8 +1,9 @@
-"""SSC-VAE decoder G (paper Table 6): coded features DZ (B, C', *s) -> x̂ (B, C_in, 8s).
+"""SSC-VAE decoder G (paper Table 6): coded features DZ (B, C', *s) -> x̂ (B, C_in, *f·s).
 
 Conv C' -> width, residual, non-local, residual, residual at the lowest resolution, then
-three upsamplings (transposed conv + conv), each followed by a residual block except at
-full resolution (as in Table 6), and GroupNorm + Swish + conv to the image channels.
+one upsampling (transposed conv + conv) per level above it (Table 6: three, f = 8), each
+followed by a residual block except at full resolution (as in Table 6), and GroupNorm +
+Swish + conv to the image channels.
 
 Widths: each upsampling changes the width (w[l+1] -> w[l]) and the residual block after
 it keeps it. Table 6 instead keeps 512 channels through the S/4 upsampling and lets the
@@ -21,12 +22,13 @@ from attri_ssc.nn.blocks import NonLocalBlock, ResidualBlock, UpsampleBlock
 
 
 class Decoder(nn.Module):
-    """Decoder G. Shapes: ``(B, latent_channels, *s) -> (B, in_channels, *8s)``."""
+    """Decoder G. Shapes: ``(B, latent_channels, *s) -> (B, in_channels, *f·s)``,
+    ``f = config.down_factor``."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         d, g = config.spatial_dims, config.norm_groups
-        w = config.decoder_widths  # widths at S, S/2, S/4, S/8
+        w = config.decoder_widths  # widths per level, S first (Table 6: S, S/2, S/4, S/8)
         self.stem = fac.conv(d, config.latent_channels, w[-1], 3, padding=1)
         layers: list[nn.Module] = [
             ResidualBlock(d, w[-1], w[-1], g),

@@ -238,6 +238,31 @@ class _ListaIterations(torch.autograd.Function):
         return grad_step, grad_bias if need_bias else None, grad_theta, None, None
 
 
+def debias_on_support(e_flat: torch.Tensor, D: torch.Tensor, z: torch.Tensor, n_steps: int,
+                      L: torch.Tensor | float, nonneg: bool = False) -> torch.Tensor:
+    """``n_steps`` gradient steps on ``½‖e − DZ‖²`` restricted to the support of ``z``.
+
+    ``Z ← Z + M ⊙ Dᵀ(e − DZ)/L`` with ``M = [z ≠ 0]`` fixed: the soft threshold leaves every
+    active code shrunk by θ = α/L (its L1 bias), and the decoder sees DZ. At a fixed point
+    of ISTA one step gives back exactly the pre-threshold values of the active entries
+    (Z + sign(Z)·θ); further steps approach the least-squares codes on the support.
+    The support, hence the density, is unchanged (with ``nonneg`` the codes are clamped
+    at 0 after each step, which can only shrink it). Plain autograd (a few small ops).
+
+    Shapes: ``e_flat (B, C', N)``, ``D (C', K)``, ``z (B, K, N)`` -> ``(B, K, N)``.
+    """
+    if n_steps <= 0:
+        return z
+    inv_l = 1.0 / L.detach() if torch.is_tensor(L) else 1.0 / L
+    mask = (z != 0).to(z.dtype)
+    for _ in range(n_steps):
+        residual = e_flat - torch.matmul(D, z)  # (B, C', N)
+        z = z + mask * torch.matmul(D.T, residual) * inv_l
+        if nonneg:
+            z = z.clamp_min(0.0)
+    return z
+
+
 class Dictionary(nn.Module):
     """Dictionary D ``(C', K)`` with unit-norm atoms (columns).
 
@@ -288,7 +313,7 @@ class ThresholdNet(nn.Module):
 
 
 class AttentiveLISTA(nn.Module):
-    """Dictionary + threshold network + unrolled LISTA.
+    """Dictionary + threshold network + unrolled LISTA (+ optional debiasing on the support).
 
     ``forward(e, n_iter=None) -> (Z, α⁺)`` with e ``(B, C', *s)``, Z and α⁺ ``(B, K, *s)``.
     """
@@ -298,6 +323,7 @@ class AttentiveLISTA(nn.Module):
         self.n_iter = config.n_iter
         self.nonneg = config.nonneg_codes
         self.margin = config.lipschitz_margin
+        self.debias_steps = config.debias_steps
         self.dictionary = Dictionary(config.latent_channels, config.n_atoms)
         self.thresholds = ThresholdNet(config)
 
@@ -311,5 +337,7 @@ class AttentiveLISTA(nn.Module):
         D = self.dictionary()  # (C', K)
         L = lipschitz_constant(D, self.margin)
         b, c = e.shape[:2]
-        z = lista(e.reshape(b, c, -1), D, alpha.reshape(b, alpha.shape[1], -1), n_iter, L, self.nonneg)
+        e_flat = e.reshape(b, c, -1)
+        z = lista(e_flat, D, alpha.reshape(b, alpha.shape[1], -1), n_iter, L, self.nonneg)
+        z = debias_on_support(e_flat, D, z, self.debias_steps, L, self.nonneg)
         return z.reshape(alpha.shape), alpha

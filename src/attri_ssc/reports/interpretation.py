@@ -113,13 +113,15 @@ def write_verification(run, bundle, out: Path, *, split: str = "test", n_images:
     """Edit verification by the model-free judge → ``out/edit_verification.{json,md}``.
 
     Args:
-        variants: :class:`~attri_ssc.interpret.verification.EditVariant` s to verify (default all).
+        variants: :class:`~attri_ssc.interpret.verification.EditVariant` s to verify (default: the
+            default rule, :data:`~attri_ssc.interpret.edit_rules.DEFAULT_VARIANTS`).
     Returns:
         The Markdown table.
     """
     from attri_ssc.interpret.edit_references import attribute_units, bounds_and_prototypes, resolve_top_k
     from attri_ssc.interpret.editing import collect_codes
-    from attri_ssc.interpret.verification import VARIANTS, held_out_images, verification_markdown, verify_edits
+    from attri_ssc.interpret.edit_rules import DEFAULT_VARIANTS, EDIT_TARGETS
+    from attri_ssc.interpret.verification import held_out_images, verification_markdown, verify_edits
 
     spacing = float(run.config.data.spacing_mm)
     try:
@@ -131,7 +133,7 @@ def write_verification(run, bundle, out: Path, *, split: str = "test", n_images:
     try:
         report = verify_edits(run.model, held_out, run.attribute_names, bounds, spacing, scale,
                               resolve_top_k(run, top_k), steps=steps, prototypes=plain,
-                              variants=list(variants) if variants is not None else list(VARIANTS),
+                              variants=list(variants) if variants is not None else list(DEFAULT_VARIANTS),
                               conditional_prototypes=conditional,
                               attribute_units=attribute_units(run, bundle, train_codes))
     except ValueError as exc:
@@ -139,11 +141,33 @@ def write_verification(run, bundle, out: Path, *, split: str = "test", n_images:
     report["run"] = run_label or str(run.run_dir)
     report["split"] = split
     edited = [n for n in report.get("judged", []) if n not in ("wall_thickness",)]
-    targets = {f"monotonicity ({', '.join(edited)})": ">= 0.9", "leakage": "<= 0.5"}
+    targets = {f"monotonicity ({', '.join(edited)})": f">= {EDIT_TARGETS['monotonicity']:g}",
+               "leakage": f"<= {EDIT_TARGETS['leakage']:g}"}
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "edit_verification.json", report)
     markdown = verification_markdown(report, targets)
     write_text(out / "edit_verification.md", markdown)
+    return markdown
+
+
+def write_edit_rule_comparison(run, bundle, out: Path, *, split: str = "test", n_images: int = 24, steps: int = 9,
+                               top_k: int | None = None, run_label: str = "") -> str:
+    """Every edit rule variant verified on the same images (``out/edit_verification.{json,md}``) and
+    ranked (``out/edit_rules.{json,md}``, :func:`~attri_ssc.interpret.edit_rules.rank_edit_rules`).
+
+    Returns:
+        The ranking's Markdown.
+    """
+    from attri_ssc.interpret.edit_rules import EDIT_TARGETS, edit_rules_markdown, rank_edit_rules
+    from attri_ssc.interpret.verification import VARIANTS
+
+    write_verification(run, bundle, out, split=split, n_images=n_images, steps=steps, top_k=top_k,
+                       variants=VARIANTS, run_label=run_label)
+    report = read_json(out / "edit_verification.json")
+    rows = rank_edit_rules(report)
+    markdown = edit_rules_markdown(rows, report)
+    write_json(out / "edit_rules.json", {"run": report.get("run"), "targets": EDIT_TARGETS, "ranking": rows})
+    write_text(out / "edit_rules.md", markdown)
     return markdown
 
 
@@ -189,14 +213,15 @@ def samples_line(metrics: dict, n: int, out: Path) -> str:
 
 # ---------------------------------------------------------------------------- every figure of a run
 def interpret_all(run_dir: Path, out: Path, data_dir: Path | None = None, weights_dir: str | None = None,
-                  n_images: int = 24, log: Callable[[str], None] = print) -> dict:
+                  n_images: int = 24, log: Callable[[str], None] = print, layout: str | None = None) -> dict:
     """Interpolation, one edit strip per attribute, edit verification, correlations and samples
-    of one run → ``out`` (PNGs, JSON) and the index ``out/interpret.json``, which is returned."""
+    of one run → ``out`` (PNGs, JSON) and the index ``out/interpret.json``, which is returned.
+    ``layout`` reads the data folder in another layout than the run recorded."""
     from attri_ssc.interpret.edit_references import DEFAULT_RULE
     from attri_ssc.interpret.editing import HOLD_FIXED, alpha_grid, feedback_hold
 
     out.mkdir(parents=True, exist_ok=True)
-    run, bundle = load_run_and_data(run_dir, data_dir)
+    run, bundle = load_run_and_data(run_dir, data_dir, layout=layout)
     test = split_dataset(bundle, "test")
     names = list(run.attribute_names)
     index: dict = {}

@@ -9,6 +9,7 @@ mid-stage with bit-identical results on CPU. Only rank 0 writes files.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -360,9 +361,25 @@ def _build_bundle(data_dir: str | Path, cfg: ExperimentConfig, saved_split: dict
         raise CheckpointError(f"the checkpoint's patient split does not fit the data folder: {exc}") from None
 
 
+def _resolved_data(data: Any, data_dir: str | Path) -> Any:
+    """The data config with its layout and label map filled in (what the run records);
+    attributes the cohort's labels cannot give are a :class:`ConfigError` here, before the
+    run folder is made."""
+    from attri_ssc.data.config import DataConfig
+    from attri_ssc.data.datasets import check_structures
+    from attri_ssc.data.layouts import resolve_data_config
+
+    if not isinstance(data, DataConfig):
+        return data
+    data = resolve_data_config(data, data_dir)
+    check_structures(data)
+    return data
+
+
 def train(cfg: ExperimentConfig, data_dir: str | Path, run_dir: str | Path, resume: bool = False,
           force: bool = False, progress: bool = True, init_from: str | Path | None = None) -> TrainResult:
-    """Train ``cfg`` on the EMIDEC-layout folder ``data_dir`` into ``run_dir``.
+    """Train ``cfg`` on the data folder ``data_dir`` (EMIDEC, ACDC or manifest layout; the
+    layout and label map used are recorded in the run's config) into ``run_dir``.
 
     With ``resume``, training continues from the run's checkpoint; ``cfg`` must have the
     checkpoint's model and data settings (training options such as ``stop_after`` may differ).
@@ -375,6 +392,7 @@ def train(cfg: ExperimentConfig, data_dir: str | Path, run_dir: str | Path, resu
     started = time.perf_counter()
     run_dir = Path(run_dir)
     cfg.validate()
+    cfg = dataclasses.replace(cfg, data=_resolved_data(cfg.data, data_dir))
     if cfg.train.tensorboard:
         require_tensorboard()  # before the run folder gets its first file
     device = resolve_device(cfg)
@@ -392,7 +410,11 @@ def train(cfg: ExperimentConfig, data_dir: str | Path, run_dir: str | Path, resu
         ckpt_tensors, ckpt_meta = load_checkpoint(run_dir / CHECKPOINT_NAME if resume else Path(init_from))
         if init_from is not None and ckpt_meta["position"]["step_in_stage"] != 0:
             raise CheckpointError(f"{init_from} is not a stage-boundary checkpoint")
-        saved = ckpt_meta["config"]
+        saved = dict(ckpt_meta["config"])
+        try:  # a checkpoint from before layouts and label maps: compare with what it implied
+            saved["data"] = _resolved_data(type(cfg.data).from_dict(saved["data"]), data_dir).to_dict()
+        except (ConfigError, DataError, AttributeError):
+            pass
         for section in ("model", "data"):
             now = getattr(cfg, section).to_dict()
             diff = sorted(k for k in set(now) | set(saved[section])
@@ -436,7 +458,8 @@ def train(cfg: ExperimentConfig, data_dir: str | Path, run_dir: str | Path, resu
             raise ConfigError(str(exc)) from exc
     schedule = BatchSchedule(bundle.train, cfg.train.batch_size, cfg.train.seed, info, cfg.train.augment)
     run_extra = {"attribute_names": list(names), "scaler": bundle.scaler.to_dict(), "split": bundle.split,
-                 "data_dir": str(data_dir), "init_from": str(init_from) if init_from is not None else None}
+                 "data_dir": str(data_dir), "init_from": str(init_from) if init_from is not None else None,
+                 "layout": bundle.layout, "groups": bundle.groups}
     if info.is_main:
         write_text(run_dir / "config.yaml", dump_yaml(cfg))
         write_json(run_dir / "split.json", bundle.split)
