@@ -399,6 +399,7 @@ def test_saliency_forward_mode_path_equals_the_functorch_jvp_it_replaced(tiny_co
     mask[:, atoms] = 1.0
     with torch.enable_grad():
         _, old = torch.func.jvp(bb.decode_codes, (z,), (v * mask,))
+    old = old.detach()
     assert sal.dtype == torch.float32 and sal.shape == (3, 1, 16, 16)
     assert old.abs().max() > 0
     assert torch.allclose(sal, old.abs(), rtol=1e-5, atol=1e-6 * float(old.abs().max()))

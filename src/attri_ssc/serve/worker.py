@@ -81,7 +81,7 @@ class ModelWorker:
         future: Future = Future()
         order = next(self._order)
         if priority == self.SEARCH:
-            key = (0, order + self.SEARCH_OVERTAKE)
+            key = (0, order + self.SEARCH_OVERTAKE + 0.5)  # after the SEARCH_OVERTAKE-th later request
         else:
             key = (1 if priority == self.BACKGROUND else 0, order)
         self._queue.put((key, order, (fn, future)))
