@@ -152,6 +152,19 @@ def run_steps(steps: list[Step], jobs: int, force: bool, logs: Path) -> dict[str
     return timings
 
 
+def _cli_path() -> str:
+    """How to call ``attri-ssc`` from the current folder: the venv's script that runs this demo
+    (``.venv/bin/attri-ssc`` under ``make demo``), or plain ``attri-ssc`` when it is not beside
+    this interpreter."""
+    script = Path(sys.executable).with_name("attri-ssc")
+    if not script.exists():
+        return "attri-ssc"
+    try:
+        return str(script.relative_to(Path.cwd()))
+    except ValueError:
+        return str(script)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("runs/demo"))
@@ -184,8 +197,10 @@ def main() -> int:
     summary = out / "summary.txt"
     if summary.exists():
         print(summary.read_text())
-    print(f"[demo] explore the model in a browser: attri-ssc serve {out / 'runs' / 'attri_ssc'}")
-    print(f"[demo] compare the ten edit rules: attri-ssc compare-edit-rules {out / 'runs' / 'attri_ssc'} "
+    cli = _cli_path()
+    print(f"[demo] explore the model in a browser (then open http://127.0.0.1:8765):\n"
+          f"  {cli} serve {out / 'runs' / 'attri_ssc'} --data {out / 'phantoms'}")
+    print(f"[demo] compare the ten edit rules: {cli} compare-edit-rules {out / 'runs' / 'attri_ssc'} "
           f"--out {out / 'edit_rules'}")
     return 0
 

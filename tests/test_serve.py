@@ -472,3 +472,82 @@ def test_serve_without_the_web_packages_names_the_extra(smoke_run, monkeypatch, 
     assert main(["serve", str(smoke_run)]) == 2
     err = capsys.readouterr().err
     assert "uvicorn" in err and "pip install 'attri-ssc[serve]'" in err
+
+
+def test_worker_runs_background_jobs_only_when_no_request_waits():
+    import asyncio
+
+    worker = ModelWorker()
+    gate = threading.Event()
+    done: list[str] = []
+
+    async def scenario():
+        blocker = asyncio.ensure_future(worker.run(gate.wait))
+        await asyncio.sleep(0.05)
+        background = [worker.background(done.append, f"bg{k}") for k in range(2)]
+        search = asyncio.ensure_future(worker.run(done.append, "search", priority=worker.SEARCH))
+        requests = [asyncio.ensure_future(worker.run(done.append, f"req{k}")) for k in range(2)]
+        await asyncio.sleep(0.05)
+        gate.set()
+        await blocker
+        await asyncio.gather(*requests, search)
+        for f in background:
+            await asyncio.wrap_future(f)
+
+    asyncio.run(scenario())
+    worker.shutdown()
+    assert done == ["req0", "req1", "search", "bg0", "bg1"] and worker.background_run == 2
+
+
+def test_selecting_an_image_searches_its_feedback_steps_before_the_first_move(run):
+    """The α = 0 request of a selection queues the step search of every slider in the background;
+    the first move then only edits (no search), and shows the same edit the run computes directly."""
+    with TestClient(create_app(run, LIMITS)) as c:
+        item = c.get("/api/items").json()["items"][1]
+        select = c.post("/api/edit", json={**_edit(item=item["id"], alpha=0.0), "session": "sel", "seq": 1})
+        assert select.status_code == 200
+        worker = c.app.state.worker
+        deadline = time.time() + 300
+        while worker.background_run < len(run.attribute_names) and time.time() < deadline:
+            time.sleep(0.1)
+        worker.call(lambda: None)  # the last background job has finished
+        assert worker.background_run == len(run.attribute_names)
+        cached = len(run._feedback_cache)
+        move = c.post("/api/edit", json={**_edit(item=item["id"], alpha=0.6, attribute="myo_area"),
+                                         "saliency": False, "judge": False, "session": "sel", "seq": 2}).json()
+        assert len(run._feedback_cache) == cached  # found searched: nothing new
+        # a second selection of the same item queues nothing again
+        c.post("/api/edit", json={**_edit(item=item["id"], alpha=0.0), "session": "sel", "seq": 3})
+        worker.call(lambda: None)
+        assert worker.background_run == len(run.attribute_names)
+    assert run.test_items()[1]["case_id"] == item["case_id"]
+    direct = run.edit(run.test_items()[1]["image"], "myo_area", [0.6], "feedback")
+    reading = direct.readings[0, 0].numpy()
+    names = run.attribute_names
+    assert [move["readings"]["after"][n] for n in names] == pytest.approx(reading.tolist(), rel=1e-5, abs=1e-6)
+
+
+def test_worker_lets_a_search_be_overtaken_by_at_most_a_few_later_requests():
+    import asyncio
+
+    worker = ModelWorker()
+    gate = threading.Event()
+    done: list[str] = []
+    n = worker.SEARCH_OVERTAKE + 3
+
+    async def scenario():
+        blocker = asyncio.ensure_future(worker.run(gate.wait))
+        await asyncio.sleep(0.05)
+        search = asyncio.ensure_future(worker.run(done.append, "search", priority=worker.SEARCH))
+        await asyncio.sleep(0.01)
+        requests = []
+        for k in range(n):
+            requests.append(asyncio.ensure_future(worker.run(done.append, f"req{k}")))
+            await asyncio.sleep(0.005)
+        gate.set()
+        await asyncio.gather(blocker, search, *requests)
+
+    asyncio.run(scenario())
+    worker.shutdown()
+    assert done.index("search") == worker.SEARCH_OVERTAKE  # never starved behind a stream of requests
+    assert [d for d in done if d != "search"] == [f"req{k}" for k in range(n)]

@@ -43,6 +43,8 @@ from attri_ssc.interpret.edit_references import DEFAULT_RULE
 EDIT_RULES = ("feedback", "shift", "prototype", "magnitude", "literal")
 #: Feedback searches :class:`Run` keeps (per image, attribute, atoms and holds).
 FEEDBACK_CACHE_SIZE = 64
+#: Codes of input images kept by :meth:`Run.edit` (a slider move re-encodes nothing).
+CODES_CACHE_SIZE = 64
 
 
 # ---------------------------------------------------------------------------- array plumbing
@@ -261,6 +263,7 @@ class Run:
         self._stats = None
         self._stats_cache: dict[tuple, Any] = {}
         self._feedback_cache: OrderedDict[tuple, Any] = OrderedDict()
+        self._codes_cache: OrderedDict[tuple, Tensor] = OrderedDict()
         self._lock = threading.RLock()  # model calls from several threads (the explorer) never interleave
 
     def __repr__(self) -> str:
@@ -567,13 +570,13 @@ class Run:
             held, conditional = self._hold(a, rule, hold, stats)
             prototypes = stats.conditional_prototypes if conditional else stats.prototypes
             model = self.model.eval()
-            with torch.no_grad():
-                z = model.backbone(x).codes  # (B, K, *s)
-            steps = self._feedback_steps(x, z, selection, held, stats) if rule == "feedback" else None
+            image_key = _image_key(x)
+            z = self._input_codes(x, image_key)  # (B, K, *s), encoded once per image
+            steps = self._feedback_steps(image_key, z, selection, held, stats) if rule == "feedback" else None
             sweep = edit_sweep(model, x, selection, stats.bounds, alpha_t, rule, active_only, saliency=saliency,
-                               prototypes=prototypes, steps=steps)  # rows α-major: (n·B, ...)
+                               prototypes=prototypes, steps=steps, codes=z)  # rows α-major: (n·B, ...)
             with torch.no_grad():
-                reread = model.mapper(model.backbone(sweep.images.to(self.device).clamp(0.0, 1.0)).codes)
+                reread = model.mapper(self._codes_only(sweep.images.to(self.device).clamp(0.0, 1.0)))
         n, b = alpha_t.numel(), x.shape[0]
 
         def split(t: Tensor) -> Tensor:
@@ -589,16 +592,33 @@ class Run:
                           alphas=settings.alphas, atoms=list(selection.atoms), settings=settings,
                           saliency=_back(split(sweep.saliency), as_numpy, given) if saliency else None)
 
-    def _feedback_steps(self, x: Tensor, z: Tensor, selection, held: tuple[int, ...], stats):
+    def _codes_only(self, x: Tensor) -> Tensor:
+        """Sparse codes Z of images (B, 1, *S) -> (B, K, *s): the encoder and the sparse coder, without
+        the decoder pass of the full forward (the same codes as ``backbone(x).codes``)."""
+        backbone = self.model.backbone
+        with torch.no_grad():
+            return backbone.sparse_code(backbone.encode(x))[0]
+
+    def _input_codes(self, x: Tensor, image_key: tuple) -> Tensor:
+        """Codes of the images being edited (B, K, *s), cached per image content (LRU of
+        :data:`CODES_CACHE_SIZE`): only α changes while a slider moves."""
+        z = self._codes_cache.get(image_key)
+        if z is None:
+            z = self._codes_only(x)
+            self._codes_cache[image_key] = z
+            while len(self._codes_cache) > CODES_CACHE_SIZE:
+                self._codes_cache.popitem(last=False)
+        else:
+            self._codes_cache.move_to_end(image_key)
+        return z
+
+    def _feedback_steps(self, image_key: tuple, z: Tensor, selection, held: tuple[int, ...], stats):
         """The ``feedback`` rule's per-image steps (``interpret/editing.py``), searched once per image,
         atoms, holds and statistics: a slider that moves α again reuses them (LRU of
         :data:`FEEDBACK_CACHE_SIZE`)."""
-        import hashlib
-
         from attri_ssc.interpret.editing import FeedbackSettings, feedback_steps
 
-        digest = hashlib.sha256(x.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
-        key = (digest, tuple(x.shape), selection.attribute, selection.atoms, selection.signs, tuple(held), id(stats))
+        key = (image_key, selection.attribute, selection.atoms, selection.signs, tuple(held), id(stats))
         steps = self._feedback_cache.get(key)
         if steps is None:
             steps = feedback_steps(self.model, z, selection, held, stats.units, FeedbackSettings())
@@ -703,6 +723,14 @@ class Run:
 
 
 # ---------------------------------------------------------------------------- entry points
+def _image_key(x: Tensor) -> tuple:
+    """A cache key for the content of a batch of images (B, 1, *S): (sha256, shape, dtype)."""
+    import hashlib
+
+    digest = hashlib.sha256(x.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
+    return digest, tuple(x.shape), str(x.dtype)
+
+
 def load_run(path: str | Path, data: str | Path | None = None, device: str | torch.device = "cpu") -> Run:
     """Load a trained Attri-SSC-VAE run folder as a :class:`Run`.
 

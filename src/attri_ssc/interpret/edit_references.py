@@ -49,13 +49,9 @@ def bounds_and_prototypes(run, bundle, percentile: float, quantile: float | None
 
 
 def attribute_units(run, bundle, codes=None) -> AttributeUnits:
-    """The ``feedback`` rule's :class:`AttributeUnits`, from the model's reading of the training split.
-
-    The mapper's â is fitted to rank the attributes (L_AR), not to their scale, so each attribute's
-    â is calibrated against the training truth by least squares, raw ≈ c·â + d. One training standard
-    deviation of the attribute is then sd(raw)/c in â's units, and a physical 0 sits at â = −d/c.
-    An attribute whose calibration slope is not positive (the model does not read it) falls back
-    to the spread of its â and no physical zero (mapper value ``NaN``: no cap).
+    """The ``feedback`` rule's :class:`AttributeUnits` for ``run`` on ``bundle``'s training split:
+    :func:`attri_ssc.interpret.statistics.calibrate_units` (which explains the calibration) on
+    the training codes.
 
     Args:
         codes: the training images' codes (N, K, *s) if already computed.

@@ -663,7 +663,7 @@ def edit_sweep(model, x: Tensor, selection: AtomSelection, bounds: AtomBounds, a
                rule: str = "magnitude", active_only: bool = False, saliency: bool = True,
                prototypes: AttributePrototypes | None = None,
                feedback: tuple[Sequence[int], AttributeUnits, FeedbackSettings] | None = None,
-               steps: FeedbackSteps | None = None) -> EditSweep:
+               steps: FeedbackSteps | None = None, codes: Tensor | None = None) -> EditSweep:
     """Encode ``x``, edit its codes at every α, decode, and (optionally) compute saliency.
 
     Args:
@@ -676,13 +676,18 @@ def edit_sweep(model, x: Tensor, selection: AtomSelection, bounds: AtomBounds, a
             settings): the arguments of :func:`feedback_steps` for this image.
         steps: for the ``feedback`` rule, steps already searched for these images (then ``feedback``
             is not needed; ``attri_ssc.Run`` reuses them while a slider moves α).
+        codes: the codes of ``x`` (B, K, *s) when already encoded (``attri_ssc.Run`` caches them per
+            image, so a slider move does not run the encoder on the unedited image again).
     """
     model.eval()
     backbone = model.backbone
     device = next(model.parameters()).device
     xb = (x if x.dim() == backbone.config.spatial_dims + 2 else x.unsqueeze(0)).to(device)
-    with torch.no_grad():
-        z = backbone(xb).codes  # (1, K, *s)
+    if codes is None:
+        with torch.no_grad():
+            z = backbone(xb).codes  # (B, K, *s)
+    else:
+        z = codes.detach().to(device)
     if rule != "feedback":
         steps = None
     elif steps is None:

@@ -106,10 +106,19 @@ def create_app(run, limits: UploadLimits = UploadLimits(), gallery_limit: int = 
         is answered ``{"superseded": true}``.
         """
         worker.supersede(request.session, request.seq)
+        if request.alpha == 0.0 and request.rule == "feedback":
+            # an image selected (or a slider reset): search its sliders' steps in the background,
+            # behind every request, so the first move usually finds them done (worker module doc)
+            ex = explorer()
+            ex.select(request.item, request.session)
+            for name in ex.prefetch_order(request.item, request.attribute, request.hold):
+                worker.background(ex.prefetch, request.item, name, request.hold, request.session)
+        slow = explorer().needs_search(request.item, request.attribute, request.alpha, request.rule, request.hold)
         try:
             return await worker.run(explorer().edit, request.item, request.attribute, request.alpha, request.rule,
                                     request.hold, request.slice, request.saliency, request.judge,
-                                    session=request.session, seq=request.seq)
+                                    session=request.session, seq=request.seq,
+                                    priority=worker.SEARCH if slow else worker.REQUEST)
         except Superseded:
             return {"superseded": True}
 

@@ -93,6 +93,10 @@ class Explorer:
         self._uploads: OrderedDict[str, list[str]] = OrderedDict()
         self.gallery_note = ""
         self._judge_note: str | None = None
+        self._selected: dict[str, str] = {}  # session -> item last selected (background searches follow it)
+        self._searched: set[tuple] = set()  # (item, attribute, hold names) whose feedback steps the run has
+        self._prefetched: set[tuple] = set()  # (item, attribute, hold) whose search was queued once
+        self.search_seconds: list[float] = []  # step searches run ahead of time (prefetch), for the record
         self._load_gallery(gallery_limit)
 
     # ------------------------------------------------------------------ facts
@@ -247,10 +251,71 @@ class Explorer:
             text = str(exc)
             field_name = "hold" if "hold" in text else "rule" if "rule" in text else "attribute"
             raise ApiError(422, field_name, text) from None
+        if rule == "feedback":
+            self._searched.add((item.id, name, tuple(hold_names)))
         return self._remember(key, Frame(_np(result.images)[0, 0],
                                          _np(result.saliency)[0, 0] if saliency else None,
                                          _np(result.readings)[0, 0], result.settings,
                                          judged=frame.judged if frame is not None else None))
+
+    def needs_search(self, item_id: str, attribute_name: str, alpha: float, rule: str, hold: bool | list[str]) -> bool:
+        """Whether this edit request will run the ``feedback`` step search (its slider's first move
+        for the item): the app queues it behind quick requests (worker module doc). A guess made on
+        the event loop; a wrong guess only changes the order of the queue."""
+        if rule != "feedback" or alpha == 0.0 or attribute_name not in self.run.attribute_names:
+            return False
+        try:
+            names = self._hold_names(self.run.attribute_names.index(attribute_name), rule, hold)
+        except ApiError:
+            return False
+        return (item_id, attribute_name, tuple(names)) not in self._searched
+
+    def select(self, item_id: str, session: str | None) -> None:
+        """Record that ``session`` selected ``item_id`` (called on the event loop as a request arrives)."""
+        if session is not None:
+            self._selected[session] = item_id
+            if len(self._selected) > 10_000:
+                self._selected = {session: item_id}
+
+    def prefetch_order(self, item_id: str, attribute_name: str, hold: bool | list[str]) -> list[str]:
+        """The attributes whose steps to search ahead of time for ``item_id`` (the selected slider's
+        first), leaving out those already queued once (a slider reset queues nothing again)."""
+        names = list(self.run.attribute_names)
+        order = ([attribute_name] if attribute_name in names else []) + [n for n in names if n != attribute_name]
+        hold_key = tuple(hold) if isinstance(hold, list) else bool(hold)
+        fresh = [n for n in order if (item_id, n, hold_key) not in self._prefetched]
+        self._prefetched.update((item_id, n, hold_key) for n in fresh)
+        if len(self._prefetched) > 10_000:
+            self._prefetched.clear()
+        return fresh
+
+    def prefetch(self, item_id: str, attribute_name: str, hold: bool | list[str], session: str | None) -> bool:
+        """Search the ``feedback`` rule's steps of one item and attribute ahead of the first slider move
+        (a background job of the model thread; the run caches them, so the move only edits). Skipped
+        (False) when the session has selected another item since, or the item is gone.
+
+        The search is :meth:`attri_ssc.Run.edit`'s own (same algorithm, settings and cache key as
+        the move's request); the time it took is kept in :attr:`search_seconds`.
+        """
+        from attri_ssc.errors import AttriSSCError
+
+        if session is not None and self._selected.get(session) != item_id:
+            return False
+        item = self.items.get(item_id)
+        if item is None or attribute_name not in self.run.attribute_names:
+            return False
+        attribute = self.run.attribute_names.index(attribute_name)
+        try:
+            hold_names = self._hold_names(attribute, "feedback", hold)
+            started = time.perf_counter()
+            self.run.edit(item.image, attribute_name, [0.0], "feedback", hold_names, case_id=self._case(item),
+                          slice=item.slice)
+        except (AttriSSCError, ApiError):  # an attribute without atoms: its slider's request says so
+            return False
+        self._searched.add((item.id, attribute_name, tuple(hold_names)))
+        self.search_seconds.append(time.perf_counter() - started)
+        del self.search_seconds[:-1000]
+        return True
 
     def _judge(self, frame: Frame) -> np.ndarray | None:
         if self.judge_note() is not None:
