@@ -25,17 +25,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-import numpy as np
-
 from attri_ssc.data.checks import (Problem, check_dimensions, check_file_names, check_geometry, check_spacing,
                                    errors_of, stored_zooms, volume_shape)
-from attri_ssc.data.emidec import _nifti_header, check_case_voxels, check_mask, load_nifti
+from attri_ssc.data.emidec import NiftiVolumes, _nifti_header, check_case_voxels
 from attri_ssc.data.labels import EMIDEC_LABELS, LabelMap
 from attri_ssc.errors import DataError
 
 
 @dataclass(frozen=True)
-class CohortCase:
+class CohortCase(NiftiVolumes):
     """One usable sample of an ACDC or manifest folder (see module doc for the members).
 
     Attributes:
@@ -67,25 +65,6 @@ class CohortCase:
     def clinical_values(self) -> dict[str, float]:
         """Case-level numeric attributes (physical units), ``pathological`` included."""
         return {**self.values, "pathological": float(self.pathological)}
-
-    def load_image(self) -> np.ndarray:
-        """Image (X, Y, Z) float32."""
-        return load_nifti(self.image_path, self.case_id)[0].astype(np.float32, copy=False)
-
-    def load_mask(self) -> np.ndarray:
-        """Canonical labels (X, Y, Z) uint8, checked against the label map."""
-        data = load_nifti(self.mask_path, self.case_id)[0]
-        return check_mask(data, self.mask_path, self.case_id, self.shape, self.label_map)
-
-    def load_clean(self) -> np.ndarray | None:
-        """Noise-free image (X, Y, Z) float32 (phantoms), or None."""
-        if self.clean_path is None:
-            return None
-        data = load_nifti(self.clean_path, self.case_id)[0].astype(np.float32, copy=False)
-        if data.shape != self.shape:
-            raise DataError(f"case {self.case_id}: {self.clean_path}: clean image shape {data.shape} "
-                            f"differs from image shape {self.shape}")
-        return data
 
 
 def inspect_volumes(case_id: str, image_path: Path, mask_path: Path, clean_path: Path | None,

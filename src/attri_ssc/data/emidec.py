@@ -65,8 +65,37 @@ class CaseFiles:
     clean_path: Path | None = None
 
 
+class NiftiVolumes:
+    """Loading of a case's NIfTI volumes, shared by every reader's cases (:class:`EmidecCase`,
+    :class:`attri_ssc.data.cohort.CohortCase`). Needs the attributes ``case_id``,
+    ``image_path``, ``mask_path``, ``clean_path`` (or None), ``shape`` (X, Y, Z) and
+    ``label_map``."""
+
+    def load_image(self) -> np.ndarray:
+        """Image (X, Y, Z) float32."""
+        return load_nifti(self.image_path, self.case_id)[0].astype(np.float32, copy=False)
+
+    def load_mask(self) -> np.ndarray:
+        """Canonical labels (X, Y, Z) uint8 (:mod:`attri_ssc.data.labels`), checked against the
+        label map and shaped like the image."""
+        data = load_nifti(self.mask_path, self.case_id)[0]
+        return check_mask(data, self.mask_path, self.case_id, self.shape, self.label_map)
+
+    def load_clean(self) -> np.ndarray | None:
+        """Noise-free image (X, Y, Z) float32, or None when there is none."""
+        if self.clean_path is None:
+            return None
+        data = load_nifti(self.clean_path, self.case_id)[0].astype(np.float32, copy=False)
+        if data.shape != self.shape:
+            raise DataError(
+                f"case {self.case_id}: {self.clean_path}: clean image shape {data.shape} "
+                f"differs from image shape {self.shape}"
+            )
+        return data
+
+
 @dataclass(frozen=True)
-class EmidecCase:
+class EmidecCase(NiftiVolumes):
     """A usable case: files, geometry from the header, and clinical record.
 
     Attributes:
@@ -119,28 +148,6 @@ class EmidecCase:
     def clinical_values(self) -> dict[str, float]:
         """Case-level attribute values (physical units) from the clinical file."""
         return {**self.clinical.attribute_values(), "pathological": float(self.pathological)}
-
-    def load_image(self) -> np.ndarray:
-        """Image (X, Y, Z) float32."""
-        return load_nifti(self.image_path, self.case_id)[0].astype(np.float32, copy=False)
-
-    def load_mask(self) -> np.ndarray:
-        """Canonical labels (X, Y, Z) uint8 (:mod:`attri_ssc.data.labels`), checked against the
-        label map and shaped like the image."""
-        data = load_nifti(self.mask_path, self.case_id)[0]
-        return check_mask(data, self.mask_path, self.case_id, self.shape, self.label_map)
-
-    def load_clean(self) -> np.ndarray | None:
-        """Noise-free image (X, Y, Z) float32, or None when there is none."""
-        if self.clean_path is None:
-            return None
-        data = load_nifti(self.clean_path, self.case_id)[0].astype(np.float32, copy=False)
-        if data.shape != self.shape:
-            raise DataError(
-                f"case {self.case_id}: {self.clean_path}: clean image shape {data.shape} "
-                f"differs from image shape {self.shape}"
-            )
-        return data
 
 
 def _nifti_header(path: Path, case_id: str):
