@@ -29,7 +29,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -602,15 +602,7 @@ class Run:
     def _input_codes(self, x: Tensor, image_key: tuple) -> Tensor:
         """Codes of the images being edited (B, K, *s), cached per image content (LRU of
         :data:`CODES_CACHE_SIZE`): only α changes while a slider moves."""
-        z = self._codes_cache.get(image_key)
-        if z is None:
-            z = self._codes_only(x)
-            self._codes_cache[image_key] = z
-            while len(self._codes_cache) > CODES_CACHE_SIZE:
-                self._codes_cache.popitem(last=False)
-        else:
-            self._codes_cache.move_to_end(image_key)
-        return z
+        return _cached(self._codes_cache, image_key, CODES_CACHE_SIZE, lambda: self._codes_only(x))
 
     def _feedback_steps(self, image_key: tuple, z: Tensor, selection, held: tuple[int, ...], stats):
         """The ``feedback`` rule's per-image steps (``interpret/editing.py``), searched once per image,
@@ -619,15 +611,8 @@ class Run:
         from attri_ssc.interpret.editing import FeedbackSettings, feedback_steps
 
         key = (image_key, selection.attribute, selection.atoms, selection.signs, tuple(held), id(stats))
-        steps = self._feedback_cache.get(key)
-        if steps is None:
-            steps = feedback_steps(self.model, z, selection, held, stats.units, FeedbackSettings())
-            self._feedback_cache[key] = steps
-            while len(self._feedback_cache) > FEEDBACK_CACHE_SIZE:
-                self._feedback_cache.popitem(last=False)
-        else:
-            self._feedback_cache.move_to_end(key)
-        return steps
+        return _cached(self._feedback_cache, key, FEEDBACK_CACHE_SIZE,
+                       lambda: feedback_steps(self.model, z, selection, held, stats.units, FeedbackSettings()))
 
     def saliency(self, images: Any, attribute: str, alpha: float = 1.0, rule: str = DEFAULT_RULE,
                  hold: Sequence[str] | None = None, **options) -> Any:
@@ -897,3 +882,16 @@ def read_folder(path: str | Path, run: Run, layout: str | None = None) -> CaseIm
 
 __all__ = ["CaseImages", "DEFAULT_RULE", "EDIT_RULES", "EditResult", "EditSettings", "LAYOUTS", "Run", "load_run",
            "read_case", "read_folder"]
+
+
+def _cached(cache: OrderedDict, key: Any, size: int, compute: Callable[[], Any]) -> Any:
+    """``cache[key]``, computed by ``compute()`` on a miss; ``cache`` keeps the ``size`` most
+    recently used entries."""
+    value = cache.get(key)
+    if value is None:
+        value = cache[key] = compute()
+        while len(cache) > size:
+            cache.popitem(last=False)
+    else:
+        cache.move_to_end(key)
+    return value
