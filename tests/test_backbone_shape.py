@@ -48,6 +48,22 @@ def test_widths_per_level_reach_the_layers():
     assert model.decoder.out_norm.num_channels == 8 and model.encoder.out_norm.num_channels == 12
 
 
+def test_threshold_width_is_config_and_the_table6_layout_keeps_its_weights():
+    table6 = SSCVAE(preset("tiny", n_atoms=16))
+    assert table6.sparse_coder.thresholds.head is None
+    assert table6.sparse_coder.thresholds.res1.conv1.out_channels == 16  # blocks on K channels
+    assert not any(".head." in k for k in table6.state_dict())  # old checkpoints' keys unchanged
+    narrow = SSCVAE(preset("tiny", n_atoms=16, threshold_channels=4))
+    nets = narrow.sparse_coder.thresholds
+    assert nets.conv.out_channels == 4 and nets.res2.conv2.out_channels == 4
+    assert (nets.head.in_channels, nets.head.out_channels) == (4, 16)
+    x = torch.rand(2, 1, 16, 16)
+    out = narrow(x)
+    assert out.thresholds.shape == out.codes.shape == (2, 16, 2, 2) and bool((out.thresholds >= 0).all())
+    with pytest.raises(ValueError, match="threshold_channels"):
+        preset("tiny", threshold_channels=6)  # not divisible by norm_groups = 4
+
+
 def test_input_must_divide_by_the_configured_downsampling():
     with pytest.raises(ValueError, match="multiple of 4"):
         preset("tiny", channels=(8, 8, 8), input_size=18)

@@ -57,6 +57,19 @@ def test_exclusive_support_needs_enough_atoms():
     load_config("smoke", ["train.exclusive_support=true", "train.top_k=5", "train.one_to_one=true"])  # 1 atom each
 
 
+def test_stage_sparsity_ramp_schedule_and_validation():
+    from attri_ssc.config import StageSpec
+
+    assert all(StageSpec("s", 10).sparsity_scale(i) == 1.0 for i in range(10))
+    ramp = StageSpec("s", 10, sparsity_ramp=4)
+    assert [ramp.sparsity_scale(i) for i in range(7)] == [0.0, 0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    for bad in (-1, 2.5, True):
+        with pytest.raises(ConfigError, match="sparsity_ramp"):
+            StageSpec("s", 10, sparsity_ramp=bad).validate()
+    cfg = load_config("smoke", ["stages.0.sparsity_ramp=3"])
+    assert cfg.stages[0].sparsity_ramp == 3 and cfg.stages[1].sparsity_ramp == 0
+
+
 def test_stage_lr_final_schedule_and_validation():
     from attri_ssc.config import StageSpec
 

@@ -126,6 +126,27 @@ def test_cosine_learning_rate_follows_the_formula_and_resumes_bit_for_bit(phanto
         assert torch.equal(a[key], b[key]), key
 
 
+def test_sparsity_ramp_starts_dense_and_reaches_the_full_term(phantom_dir, tmp_path):
+    # Step 1 of a ramp weighs the sparsity term by 0: the same update as sparsity_weight = 0.
+    ramped, unweighted = tmp_path / "ramp", tmp_path / "zero"
+    train(_cfg(tmp_path, "stages.0.sparsity_ramp=4", "train.stop_after=1", "train.log_every=1"), phantom_dir,
+          ramped, progress=False)
+    train(_cfg(tmp_path, "model.sparsity_weight=0.0", "train.stop_after=1"), phantom_dir, unweighted, progress=False)
+    a = load_file(str(ramped / "checkpoints" / "last.safetensors"))
+    b = load_file(str(unweighted / "checkpoints" / "last.safetensors"))
+    model_keys = [k for k in a if k.startswith("model.")]
+    assert model_keys and all(torch.equal(a[k], b[k]) for k in model_keys)
+    plain = tmp_path / "plain"
+    train(_cfg(tmp_path, "train.stop_after=1"), phantom_dir, plain, progress=False)
+    c = load_file(str(plain / "checkpoints" / "last.safetensors"))
+    assert any(not torch.equal(a[k], c[k]) for k in model_keys)  # without the ramp step 1 differs
+    # The logged term is the weighted one: 0 at step 1, then growing, unscaled after the ramp.
+    full = tmp_path / "full"
+    train(_cfg(tmp_path, "stages.0.sparsity_ramp=4", "train.log_every=1"), phantom_dir, full, progress=False)
+    terms = {r["step"]: r["latent_sparsity"] for r in _records(full) if r["kind"] == "step" and r["stage"] == "stage1"}
+    assert terms[1] == 0.0 and all(terms[s] > 0 for s in range(2, 7))
+
+
 def test_one_to_one_ablation_binds_each_attribute_to_its_own_atom(phantom_dir, tmp_path):
     run = tmp_path / "run"
     train(_cfg(tmp_path, "train.one_to_one=true"), phantom_dir, run, progress=False)

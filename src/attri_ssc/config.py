@@ -56,6 +56,9 @@ class StageSpec:
         freeze_support: at the start of the stage, keep only the top-k atoms of each
             row of W (W_stage2); entries outside stay exactly zero (Stage III).
         train_mapper: whether W is optimised in this stage.
+        sparsity_ramp: 0 (default, the paper): the sparsity term of L_latent at full weight
+            throughout; otherwise its weight grows linearly from 0 (first step) to 1 over the
+            stage's first ``sparsity_ramp`` steps, so the codes start dense and tighten.
     """
 
     name: str
@@ -69,6 +72,14 @@ class StageSpec:
     init_mapper: bool = False
     freeze_support: bool = False
     train_mapper: bool = False
+    sparsity_ramp: int = 0
+
+    def sparsity_scale(self, step_in_stage: int) -> float:
+        """The sparsity term's weight at 0-based step ``step_in_stage``: ``step / sparsity_ramp``
+        while the ramp lasts, 1 after it (and throughout without a ramp)."""
+        if self.sparsity_ramp <= 0:
+            return 1.0
+        return min(max(step_in_stage / self.sparsity_ramp, 0.0), 1.0)
 
     def lr_scale(self, step_in_stage: int) -> float:
         """The factor applied to every group's learning rate at 0-based step ``step_in_stage``:
@@ -87,6 +98,8 @@ class StageSpec:
             raise ConfigError(f"stage {self.name!r}: lr must be > 0, got {self.lr}")
         if self.lr_final is not None and not 0 <= self.lr_final <= self.lr:
             raise ConfigError(f"stage {self.name!r}: lr_final must be in [0, lr={self.lr}], got {self.lr_final}")
+        if not isinstance(self.sparsity_ramp, int) or isinstance(self.sparsity_ramp, bool) or self.sparsity_ramp < 0:
+            raise ConfigError(f"stage {self.name!r}: sparsity_ramp must be an integer >= 0, got {self.sparsity_ramp!r}")
         for key in ("gamma", "lambda_row", "lambda_col", "mu"):
             value = getattr(self, key)
             if value < 0:

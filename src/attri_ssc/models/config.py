@@ -44,6 +44,10 @@ class ModelConfig:
         latent_channels: C', channels of the features e and of each atom.
         n_atoms: K, number of dictionary atoms.
         n_iter: T, unrolled LISTA iterations (overridable per forward call).
+        threshold_channels: width H of the threshold network's residual blocks. ``None``
+            (Table 6): the blocks run on K channels. An integer H: conv C' -> H, two
+            residual blocks on H, then a 1^d conv H -> K before the non-negative map (the
+            blocks cost ~(H/K)² as much, which matters on a fine latent or a large K).
         norm_groups: GroupNorm groups; every GroupNorm'd width (channels, decoder
             channels, K) must be divisible by it.
         nonneg_codes: non-negative codes (one-sided soft threshold) instead of signed.
@@ -83,6 +87,7 @@ class ModelConfig:
     latent_channels: int = 64
     n_atoms: int = 128
     n_iter: int = 16
+    threshold_channels: int | None = None
     norm_groups: int = 8
     nonneg_codes: bool = False
     threshold_param: str = "softplus"
@@ -146,6 +151,12 @@ class ModelConfig:
                 f"n_atoms must be divisible by norm_groups={self.norm_groups} (the threshold "
                 f"network's residual blocks use GroupNorm on K channels), got n_atoms={self.n_atoms}"
             )
+        if self.threshold_channels is not None:
+            _positive_int("threshold_channels", self.threshold_channels)
+            if self.threshold_channels % self.norm_groups:
+                raise ValueError(
+                    f"threshold_channels must be divisible by norm_groups={self.norm_groups}, "
+                    f"got threshold_channels={self.threshold_channels}")
         if not isinstance(self.cbam_kernel, int) or self.cbam_kernel < 1 or self.cbam_kernel % 2 == 0:
             raise ValueError(f"cbam_kernel must be a positive odd integer, got cbam_kernel={self.cbam_kernel!r}")
         if self.threshold_param not in THRESHOLD_PARAMS:

@@ -294,20 +294,27 @@ class ThresholdNet(nn.Module):
     """Threshold map α⁺ from e (Table 6 "AttentiveLISTA"; Eqs. 4-6).
 
     conv 3^d C' -> K, two residual blocks, α = softplus(·) (or square), α⁺ = CBAM(α).
+    With ``config.threshold_channels = H`` the conv and blocks run on H channels and a
+    1^d conv maps H -> K before the non-negative map.
     Shapes: ``(B, C', *s) -> (B, K, *s)``, all entries >= 0.
     """
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         d, k = config.spatial_dims, config.n_atoms
-        self.conv = fac.conv(d, config.latent_channels, k, 3, padding=1)
-        self.res1 = ResidualBlock(d, k, k, config.norm_groups)
-        self.res2 = ResidualBlock(d, k, k, config.norm_groups)
+        width = k if config.threshold_channels is None else config.threshold_channels
+        self.conv = fac.conv(d, config.latent_channels, width, 3, padding=1)
+        self.res1 = ResidualBlock(d, width, width, config.norm_groups)
+        self.res2 = ResidualBlock(d, width, width, config.norm_groups)
+        # Only with a width of its own (checkpoints of the Table 6 layout have no such layer).
+        self.head = None if config.threshold_channels is None else fac.conv(d, width, k, 1)
         self.param = config.threshold_param
         self.cbam = CBAM(d, k, config.cbam_reduction, config.cbam_kernel)
 
     def forward(self, e: torch.Tensor) -> torch.Tensor:
         raw = self.res2(self.res1(self.conv(e)))
+        if self.head is not None:
+            raw = self.head(raw)
         alpha = F.softplus(raw) if self.param == "softplus" else raw.square()
         return self.cbam(alpha)
 

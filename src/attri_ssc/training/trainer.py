@@ -575,6 +575,8 @@ def _train(cfg: ExperimentConfig, data_dir: str | Path, run_dir: str | Path, res
             with autocast:
                 out = wrapped(batch["image"])
                 terms = family.loss_terms(model, out, batch, stage, cfg, gather=gather)
+                if "latent_sparsity" in terms and stage.sparsity_ramp:
+                    terms["latent_sparsity"] = terms["latent_sparsity"] * stage.sparsity_scale(position.step_in_stage)
             total = sum(terms.values())
             scale = stage.lr_scale(position.step_in_stage)
             for group, base in zip(optimizer.param_groups, base_lrs):
