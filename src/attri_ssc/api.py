@@ -421,7 +421,7 @@ class Run:
 
     @torch.no_grad()
     def encode(self, images: Any) -> Any:
-        """Sparse codes Z of images: (B, 1, *S) -> (B, K, *s), s = S / 8."""
+        """Sparse codes Z of images: (B, 1, *S) -> (B, K, *s), s = S / 2^(levels - 1) (the run's latent size)."""
         with self._lock:
             x, as_numpy, given = self._images(images)
             return _back(self.model.backbone(x).codes, as_numpy, given)

@@ -13,7 +13,7 @@ class SSCOutput:
 
     Attributes:
         recon: reconstruction x̂ = G(DZ), ``(B, C_in, *S)``.
-        features: encoder features e = E(x), ``(B, C', *s)`` with s = S / 8.
+        features: encoder features e = E(x), ``(B, C', *s)`` with s = S / 2^(n − 1) for n levels.
         codes: sparse codes Z, ``(B, K, *s)``.
         thresholds: refined thresholds α⁺ (Eq. 6), ``(B, K, *s)``, all >= 0.
         coded: coded features DZ, ``(B, C', *s)``.

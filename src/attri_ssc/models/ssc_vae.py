@@ -20,8 +20,8 @@ from attri_ssc.models.sparse_coder import AttentiveLISTA
 class SSCVAE(nn.Module):
     """The SSC-VAE. Build with a validated :class:`ModelConfig`.
 
-    Shapes: x ``(B, C_in, *S)`` with every S divisible by 8; e ``(B, C', *s)``,
-    Z and α⁺ ``(B, K, *s)`` with s = S/8.
+    Shapes: x ``(B, C_in, *S)`` with every S divisible by 2^(n − 1); e ``(B, C', *s)``,
+    Z and α⁺ ``(B, K, *s)`` with s = S / 2^(n − 1) for n = len(config.channels) levels.
     """
 
     def __init__(self, config: ModelConfig) -> None:
@@ -35,7 +35,7 @@ class SSCVAE(nn.Module):
 
     # ------------------------------------------------------------------ parts
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """e = E(x): ``(B, C_in, *S) -> (B, C', *S/8)``."""
+        """e = E(x): ``(B, C_in, *S) -> (B, C', *s)``."""
         return self.encoder(x)
 
     def sparse_code(self, e: torch.Tensor, n_iter: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -55,7 +55,7 @@ class SSCVAE(nn.Module):
         return coded.reshape(b, -1, *codes.shape[2:])
 
     def decode_codes(self, codes: torch.Tensor) -> torch.Tensor:
-        """x̂ = G(DZ): ``(B, K, *s) -> (B, C_in, *8s)`` (editing, interpolation, sampling)."""
+        """x̂ = G(DZ): ``(B, K, *s) -> (B, C_in, *S)`` (editing, interpolation, sampling)."""
         return self.decoder(self.apply_dictionary(codes))
 
     def lipschitz(self) -> torch.Tensor:
