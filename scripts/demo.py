@@ -10,7 +10,7 @@ The steps form a dependency graph and run ``--jobs`` at a time (default: one per
 at most 2), each as its own single-thread process: the small demo model leaves most of a
 2-thread process idle (two 1-thread trainings side by side gave 1.7x the throughput of one
 2-thread training), so the Attri-SSC-VAE training runs beside the baselines' and the
-evaluations beside the interpretation. Each step's output goes to ``OUT/logs/STEP.log``.
+evaluations beside the interpretation, whose edit verification is a step of its own. Each step's output goes to ``OUT/logs/STEP.log``.
 The ten-rule edit comparison is its own command: ``attri-ssc compare-edit-rules``.
 
 Usage: python scripts/demo.py [--out runs/demo] [--force] [--no-weights] [--quick] [--jobs N]
@@ -71,12 +71,17 @@ def demo_steps(args: argparse.Namespace, out: Path) -> list[Step]:
     steps.append(Step("train attri_ssc", ["train", "--data", str(data), "--config", "demo-2d", "--out", str(ssc),
                                           "--force", "--no-progress", *sets(common + quick)],
                       after=("phantoms",), done=(ssc / "model.json").exists()))
+    # The edit verification is the longest part of the interpretation: it runs as its own step, beside
+    # the rest, and the report reads it from figures/verification.
+    steps.append(Step("verify edits", ["verify-edits", str(ssc), "--out", str(out / "figures" / "verification")],
+                      after=("train attri_ssc",), always=True))
     steps.append(Step("train attri_ssc_one_to_one",
                       ["train", "--data", str(data), "--config", "demo-2d", "--out", str(one_to_one), "--force",
                        "--no-progress", "--init-from", str(ssc / "checkpoints" / "after_stage2"),
                        *sets(common + quick + ["train.one_to_one=true"])],
                       after=("train attri_ssc",), done=(one_to_one / "model.json").exists()))
-    steps.append(Step("interpret", ["interpret-all", str(ssc), "--out", str(out / "figures"), *weights_args],
+    steps.append(Step("interpret", ["interpret-all", str(ssc), "--out", str(out / "figures"), "--no-verification",
+                                    *weights_args],
                       after=("train attri_ssc", *weight_dep), always=True))
     for family in BASELINES:
         run = runs / family
@@ -90,7 +95,7 @@ def demo_steps(args: argparse.Namespace, out: Path) -> list[Step]:
                           after=(f"train {run.name}", *weight_dep), done=(run / "results.json").exists()))
     steps.append(Step("compare", ["compare", *map(str, all_runs), "--out", str(out / "tables")],
                       after=tuple(f"evaluate {r.name}" for r in all_runs), always=True))
-    steps.append(Step("report", ["report", str(out), "--out", str(out)], after=("compare", "interpret"),
+    steps.append(Step("report", ["report", str(out), "--out", str(out)], after=("compare", "interpret", "verify edits"),
                       always=True))
     return steps
 

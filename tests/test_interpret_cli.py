@@ -136,6 +136,23 @@ def test_verify_edits_runs_only_the_variants_asked_for(smoke_run, tmp_path, caps
     assert not (tmp_path / "x").exists()
 
 
+def test_verification_beside_interpret_all_reaches_the_report(smoke_run, tmp_path):
+    """``make demo``'s split: interpret-all --no-verification and verify-edits into DIR/verification;
+    the report shows the verification table from that JSON."""
+    demo = tmp_path / "demo"
+    figures = demo / "figures"
+    assert main(["interpret-all", str(smoke_run), "--out", str(figures), "--no-verification", "--n-images", "4"]) == 0
+    index = json.loads((figures / "interpret.json").read_text())
+    assert "verification" not in index and not (figures / "verification").exists()
+    assert main(["verify-edits", str(smoke_run), "--out", str(figures / "verification"), "--n-images", "4"]) == 0
+    saved = json.loads((figures / "verification" / "edit_verification.json").read_text())
+    assert main(["report", str(demo)]) == 0
+    markdown = (demo / "report.md").read_text()
+    assert "Are the edits real? Independent judge" in markdown
+    mono = saved["results"]["feedback"]["lv_volume"]["monotonicity"]
+    assert f"{mono:.3f}"[:4] in markdown  # the table's number is the JSON's
+
+
 def test_interpretation_and_evaluation_use_the_runs_saved_split(smoke_run, tmp_path):
     """Commands that load a run rebuild the split it recorded, not a fresh draw from its config."""
     import shutil

@@ -21,6 +21,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_layout_argument(p)
     p.add_argument("--weights", default=None, help="folder of attri-ssc weights fetch (sample FID)")
     p.add_argument("--n-images", type=int, default=24, help="held-out images for edit verification")
+    p.add_argument("--no-verification", action="store_true",
+                   help="skip the edit verification (run `attri-ssc verify-edits RUN --out DIR/verification` "
+                        "beside it; the report reads it from there)")
     p.set_defaults(func=_interpret_all)
 
     p = sub.add_parser("report", help="render a demo folder into report.md and report.html")
@@ -35,7 +38,8 @@ def _interpret_all(args: argparse.Namespace) -> int:
 
     if args.n_images < 2:
         raise ConfigError(f"--n-images must be >= 2, got {args.n_images}")
-    interpret_all(args.run, args.out, args.data, args.weights, args.n_images, layout=args.layout)
+    interpret_all(args.run, args.out, args.data, args.weights, args.n_images, layout=args.layout,
+                  verification=not args.no_verification)
     print(f"interpretation figures in {args.out}")
     return 0
 

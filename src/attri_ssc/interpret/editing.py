@@ -444,8 +444,10 @@ class FeedbackSteps:
 
 def _reread(model, codes: Tensor) -> tuple[Tensor, Tensor]:
     """(â of the re-encoded decoded codes (B, |A|), the decoded images clamped to [0, 1] (B, 1, *S))."""
-    images = model.backbone.decode_codes(codes).clamp(0.0, 1.0)
-    return model.mapper(model.backbone(images).codes), images
+    backbone = model.backbone
+    images = backbone.decode_codes(codes).clamp(0.0, 1.0)
+    reread, _ = backbone.sparse_code(backbone.encode(images))  # the codes of backbone(images), without its decoder
+    return model.mapper(reread), images
 
 
 def feedback_steps(model, codes: Tensor, selection: AtomSelection, hold: Sequence[int], units: AttributeUnits,

@@ -213,10 +213,13 @@ def samples_line(metrics: dict, n: int, out: Path) -> str:
 
 # ---------------------------------------------------------------------------- every figure of a run
 def interpret_all(run_dir: Path, out: Path, data_dir: Path | None = None, weights_dir: str | None = None,
-                  n_images: int = 24, log: Callable[[str], None] = print, layout: str | None = None) -> dict:
+                  n_images: int = 24, log: Callable[[str], None] = print, layout: str | None = None,
+                  verification: bool = True) -> dict:
     """Interpolation, one edit strip per attribute, edit verification, correlations and samples
     of one run → ``out`` (PNGs, JSON) and the index ``out/interpret.json``, which is returned.
-    ``layout`` reads the data folder in another layout than the run recorded."""
+    ``layout`` reads the data folder in another layout than the run recorded. ``verification=False``
+    leaves the edit verification to ``attri-ssc verify-edits RUN --out OUT/verification`` (run
+    beside this, as ``make demo`` does; the report reads its JSON from there)."""
     from attri_ssc.interpret.edit_references import DEFAULT_RULE
     from attri_ssc.interpret.editing import HOLD_FIXED, alpha_grid, feedback_hold
 
@@ -246,10 +249,10 @@ def interpret_all(run_dir: Path, out: Path, data_dir: Path | None = None, weight
         index["edits"][name] = {"png": png, "caption": f"Editing {name} of {middle} (A.5 atoms, {rule}, "
                                                        f"α from −1 to 1, original in the centre) with the "
                                                        f"gradient saliency of the edited atoms below."}
-    verification = write_verification(run, bundle, out / "verification", n_images=n_images, run_label=str(run_dir))
-    log(verification)
-    log(f"written to {out / 'verification'}")
-    index["verification"] = verification_entry(read_json(out / "verification" / "edit_verification.json"))
+    if verification:
+        log(write_verification(run, bundle, out / "verification", n_images=n_images, run_label=str(run_dir)))
+        log(f"written to {out / 'verification'}")
+        index["verification"] = verification_entry(read_json(out / "verification" / "edit_verification.json"))
     log(write_correlations(run, bundle, "test", out / "correlations"))
     log(f"written to {out / 'correlations'}")
     index["correlations"] = correlation_entry(read_json(out / "correlations" / "correlations.json"))

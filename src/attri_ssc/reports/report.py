@@ -154,6 +154,11 @@ def build_report(demo_dir: str | Path, out_dir: str | Path | None = None) -> tup
     ssc_results = _load(runs / "attri_ssc" / "results.json") or {}
     ssc_summary = _load(runs / "attri_ssc" / "summary.json") or {}
     interp = _load(figures / "interpret.json") or {}
+    verification = _load(figures / "verification" / "edit_verification.json")
+    if verification and not interp.get("verification"):  # verify-edits ran beside interpret-all --no-verification
+        from attri_ssc.reports.interpretation import verification_entry
+
+        interp["verification"] = verification_entry(verification)
     timings = _load(demo / "timings.json") or {}
     names = ssc_results.get("attribute_names", [])
 
