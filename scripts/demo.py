@@ -33,7 +33,13 @@ BASELINES = ("vae", "beta_vae", "ar_vae", "attri_vae")
 @dataclass
 class Step:
     """One CLI call of the demo: ``attri-ssc *command``, run after the steps named in ``after``;
-    skipped when ``done`` (its output exists) unless --force."""
+    skipped when ``done`` (its output exists) unless --force.
+
+    ``waits_for = (STEP, FILE)``: the step may also start before STEP has finished, as soon as STEP
+    has written FILE in this demo (a file older than STEP's start is a previous demo's and does not
+    count). The Attri-SSC-VAE training writes its Stage II checkpoint a Stage before it ends, and
+    the one-to-one ablation, which starts from that checkpoint, runs beside the rest of it.
+    """
 
     name: str
     command: list[str]
@@ -41,6 +47,7 @@ class Step:
     done: bool = False
     always: bool = False  # rerun every time (cheap summaries of the other steps)
     threads: int = 1
+    waits_for: tuple[str, Path] | None = None
 
 
 @dataclass
@@ -75,11 +82,14 @@ def demo_steps(args: argparse.Namespace, out: Path) -> list[Step]:
     # the rest, and the report reads it from figures/verification.
     steps.append(Step("verify edits", ["verify-edits", str(ssc), "--out", str(out / "figures" / "verification")],
                       after=("train attri_ssc",), always=True))
+    # The ablation starts from the Stage II checkpoint: it runs beside the main training's Stage III.
+    stage2 = ssc / "checkpoints" / "after_stage2"
     steps.append(Step("train attri_ssc_one_to_one",
                       ["train", "--data", str(data), "--config", "demo-2d", "--out", str(one_to_one), "--force",
-                       "--no-progress", "--init-from", str(ssc / "checkpoints" / "after_stage2"),
+                       "--no-progress", "--init-from", str(stage2),
                        *sets(common + quick + ["train.one_to_one=true"])],
-                      after=("train attri_ssc",), done=(one_to_one / "model.json").exists()))
+                      waits_for=("train attri_ssc", stage2.with_suffix(".json")),
+                      done=(one_to_one / "model.json").exists()))
     steps.append(Step("interpret", ["interpret-all", str(ssc), "--out", str(out / "figures"), "--no-verification",
                                     *weights_args],
                       after=("train attri_ssc", *weight_dep), always=True))
@@ -100,37 +110,56 @@ def demo_steps(args: argparse.Namespace, out: Path) -> list[Step]:
     return steps
 
 
-def run_steps(steps: list[Step], jobs: int, force: bool, logs: Path) -> dict[str, float]:
+def run_steps(steps: list[Step], jobs: int, force: bool, logs: Path,
+              program: tuple[str, ...] = (sys.executable, "-m", "attri_ssc")) -> dict[str, float]:
     """Run ``steps`` ``jobs`` at a time in dependency order; returns each run step's seconds.
+    Each step runs ``*program, *step.command``.
 
     A failing step stops the demo: the others still running are terminated and the failing
     step's log tail is printed; raises ``SystemExit`` with its exit code.
     """
     names = {s.name for s in steps}
     for s in steps:
-        missing = [a for a in s.after if a not in names]
+        missing = [a for a in s.after + ((s.waits_for[0],) if s.waits_for else ()) if a not in names]
         if missing:
             raise ValueError(f"step {s.name!r} waits for unknown steps {missing}")
     logs.mkdir(parents=True, exist_ok=True)
     finished: set[str] = set()
+    started_at: dict[str, float] = {}  # wall clock (file times compare with it) of the steps started here
     timings: dict[str, float] = {}
     pending = list(steps)
     running: list[Running] = []
+
+    def may_start(s: Step) -> bool:
+        if not all(a in finished for a in s.after):
+            return False
+        if s.waits_for is None:
+            return True
+        producer, path = s.waits_for
+        if producer not in started_at:  # not started, or skipped as done: then its file is from before
+            return producer in finished and path.exists()
+        if path.exists() and path.stat().st_mtime >= started_at[producer]:
+            return True
+        if producer in finished:
+            raise ValueError(f"step {s.name!r} waits for {path}, which {producer!r} finished without writing")
+        return False
+
     while pending or running:
         for s in list(pending):
-            if s.done and not s.always and not force and all(a in finished for a in s.after):
+            if s.done and not s.always and not force and may_start(s):
                 print(f"[demo] {s.name}: done already (use --force to redo)", flush=True)
                 finished.add(s.name)
                 pending.remove(s)
-        ready = [s for s in pending if all(a in finished for a in s.after)]
+        ready = [s for s in pending if may_start(s)]
         while ready and len(running) < jobs:
             s = ready.pop(0)
             pending.remove(s)
             log = logs / (s.name.replace(" ", "_") + ".log")
             env = {**os.environ, "OMP_NUM_THREADS": str(s.threads), "MKL_NUM_THREADS": str(s.threads)}
             print(f"[demo] {s.name}: attri-ssc {' '.join(s.command)}  (log: {log})", flush=True)
+            started_at[s.name] = time.time()
             with open(log, "w") as fh:
-                proc = subprocess.Popen([sys.executable, "-m", "attri_ssc", *s.command], stdout=fh,
+                proc = subprocess.Popen([*program, *s.command], stdout=fh,
                                         stderr=subprocess.STDOUT, env=env)
             running.append(Running(s, proc, log))
         if not running and pending:
