@@ -238,3 +238,16 @@ def test_compute_fid_from_a_weights_folder_with_random_inception(tmp_path, incep
         f_fake = network(preprocess_for_inception(fake)).double()
     assert isinstance(got, float) and got > 0
     assert got == pytest.approx(fid_from_features(f_real, f_fake), rel=1e-6)
+
+
+def test_sample_quality_fids_equal_compute_fid_with_the_held_out_features_computed_once(tmp_path, inception_tensors):
+    from attri_ssc.interpret.sampling import sample_quality
+
+    write_weights_folder(tmp_path, {"fid_inception": inception_tensors})
+    gen = torch.Generator().manual_seed(5)
+    held, samples, recon = (torch.rand(3, 1, 24, 24, generator=gen) for _ in range(3))
+    q = sample_quality(samples, held, recon, weights_dir=str(tmp_path))
+    assert q["fid"] == pytest.approx(compute_fid(held, samples, weights_dir=tmp_path), rel=1e-6)
+    assert q["reference_recon_fid"] == pytest.approx(compute_fid(held, recon, weights_dir=tmp_path), rel=1e-6)
+    # the held-out features are cached beside the weights: one file per image set
+    assert len(list((tmp_path / "feature_cache").glob("*.safetensors"))) == 3

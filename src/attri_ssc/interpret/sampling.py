@@ -169,18 +169,27 @@ def sample_quality(samples: Tensor, held_out: Tensor, recon: Tensor | None = Non
         recon: (m, 1, *S) reconstructions of ``held_out``, or None.
         weights_dir: folder of fetched Inception weights (FID is "not computed" without).
     """
-    from attri_ssc.evaluation.fid import compute_fid
+    from attri_ssc.evaluation.evaluate import inception_features
+    from attri_ssc.evaluation.fid import fid_from_features
     from attri_ssc.evaluation.metrics import compute_mmd
+    from attri_ssc.evaluation.weights import NOT_COMPUTED
+
+    # The held-out set's Inception features once for both FIDs (and from the cache beside the weights
+    # when `evaluate` has computed them for the same split: on the demo, half of this step's time).
+    real = inception_features(held_out, weights_dir)
+
+    def fid(fake: Tensor) -> float | str:
+        return NOT_COMPUTED if real is None else fid_from_features(real, inception_features(fake, weights_dir))
 
     out: dict[str, Any] = {
         "n_samples": int(samples.shape[0]),
         "n_held_out": int(held_out.shape[0]),
         "mmd_x100": 100.0 * compute_mmd(samples, held_out),
-        "fid": compute_fid(held_out, samples, weights_dir),
+        "fid": fid(samples),
     }
     if recon is not None:
         out["reference_recon_mmd_x100"] = 100.0 * compute_mmd(recon, held_out)
-        out["reference_recon_fid"] = compute_fid(held_out, recon, weights_dir)
+        out["reference_recon_fid"] = fid(recon)
     return out
 
 
