@@ -290,3 +290,25 @@ def test_train_command_warns_when_the_statistics_cannot_be_computed(smoke_run, p
     err = capsys.readouterr().err
     assert "warning: the model is saved, but not the statistics" in err and "N >= 2" in err
     assert not (run_dir / "interpretation.json").exists()
+
+
+def test_feedback_settings_are_recorded_and_a_version_1_record_replays_the_search_of_its_time(run):
+    from attri_ssc.interpret.editing import FEEDBACK_BEFORE_GUARDS, FeedbackSettings
+
+    item = run.test_items()[0]
+    result = run.edit(item, "lv_area", [-1.0, 1.0])
+    assert result.settings.version == 2 and FeedbackSettings(**result.settings.feedback) == FeedbackSettings()
+    replayed, _ = run.replay(attri_ssc.EditSettings.from_json(result.settings.to_json()))
+    assert torch.equal(replayed.images, result.images)
+    # a record written before the search's settings were: replayed with the search of that time (atoms anywhere)
+    old = attri_ssc.EditSettings.from_dict({k: v for k, v in result.settings.to_dict().items()
+                                            if k not in ("feedback", "version")} | {"version": 1})
+    assert old.feedback_settings() == FEEDBACK_BEFORE_GUARDS
+    then, _ = run.replay(old)
+    assert torch.equal(then.images, run.edit(item, "lv_area", [-1.0, 1.0], feedback=FEEDBACK_BEFORE_GUARDS).images)
+    assert not torch.equal(then.images, result.images)
+    assert then.settings.feedback == {**result.settings.feedback, "active_only": False}
+    assert run.edit(item, "lv_area", [1.0], rule="shift").settings.feedback is None
+    for bad, match in (({"blur_px": -1.0}, "blur_px"), ({"steps": 3}, "unknown key")):
+        with pytest.raises(ConfigError, match=match):
+            attri_ssc.EditSettings.from_dict({"attribute": "lv_area", "alphas": [1.0], "feedback": bad})

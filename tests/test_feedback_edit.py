@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
+from scipy import ndimage
 
 from attri_ssc.interpret.editing import (AttributeUnits, FeedbackSettings, alpha_grid, bounds_from_codes, edit_codes,
                                           edit_direction, edit_sweep, edit_targets, feedback_hold, feedback_steps,
-                                          select_atoms)
+                                          select_atoms, smooth_images)
 from attri_ssc.models.attri_ssc_vae import AttriSSCVAE
 from attri_ssc.models.config import preset
 
@@ -35,25 +37,32 @@ def model_and_codes():
     return model, codes
 
 
-def _reread(model, codes):
+def _reread(model, codes, blur_px: float = 0.0):
+    """decode → (scipy's Gaussian smoothing) → encode → mapper, independently of the search's code."""
     with torch.no_grad():
-        return model.mapper(model.backbone(model.backbone.decode_codes(codes).clamp(0, 1)).codes)
+        images = model.backbone.decode_codes(codes).clamp(0, 1)
+        if blur_px:
+            smoothed = [ndimage.gaussian_filter(im[0].numpy(), blur_px, mode="nearest") for im in images]
+            images = torch.from_numpy(np.stack(smoothed)[:, None])
+        return model.mapper(model.backbone(images).codes)
 
 
 def test_feedback_steps_touch_only_the_edited_atoms_and_read_as_the_goal(model_and_codes):
     model, codes = model_and_codes
     sel = select_atoms(model.mapper.effective_weight(), 0, 3)
     sd = torch.full((len(NAMES),), 0.5, dtype=torch.float64)
-    settings = FeedbackSettings(goal_sd=0.5, iterations=150, lr=0.05, code_weight=0.0)
+    # every location free: the random tiny model's active locations cannot raise every image's reading
+    settings = FeedbackSettings(goal_sd=0.5, iterations=150, lr=0.05, code_weight=0.0, active_only=False)
     steps = feedback_steps(model, codes, sel, (), AttributeUnits(sd), settings)
     others = [j for j in range(codes.shape[1]) if j not in sel.atoms]
     for step in (steps.up, steps.down):
         assert step.shape == codes.shape
         assert torch.all(step[:, others] == 0) and torch.any(step[:, list(sel.atoms)] != 0)
     assert all(p.grad is None for p in model.parameters())  # the search trains nothing
-    base = _reread(model, codes)
-    up, down = _reread(model, codes + steps.up), _reread(model, codes + steps.down)
-    # the recorded re-read is what an independent decode → encode → mapper pass gives
+    blur = settings.blur_px
+    base = _reread(model, codes, blur)
+    up, down = _reread(model, codes + steps.up, blur), _reread(model, codes + steps.down, blur)
+    # the recorded re-read is what an independent decode → smooth → encode → mapper pass gives
     assert torch.allclose(steps.reread[:, 0], (up[:, 0] - base[:, 0]) / sd[0], atol=1e-9)
     assert torch.allclose(steps.reread[:, 1], (down[:, 0] - base[:, 0]) / sd[0], atol=1e-9)
     # every reading moves the asked way, on average most of the way to ±goal_sd
@@ -67,11 +76,12 @@ def test_held_attributes_move_less_when_the_feedback_search_holds_them(model_and
     sd = torch.full((len(NAMES),), 0.5, dtype=torch.float64)
     settings = FeedbackSettings(goal_sd=0.5, iterations=150, lr=0.05, code_weight=0.0)
     hold = feedback_hold(NAMES, 0)
-    base = _reread(model, codes)
+    base = _reread(model, codes, settings.blur_px)
 
     def held_change(h):
         steps = feedback_steps(model, codes, sel, h, AttributeUnits(sd), settings)
-        moved = [(_reread(model, codes + s)[:, list(hold)] - base[:, list(hold)]).abs().mean() for s in
+        moved = [(_reread(model, codes + s, settings.blur_px)[:, list(hold)] - base[:, list(hold)]).abs().mean()
+                 for s in
                  (steps.up, steps.down)]
         return sum(moved)
 
@@ -117,7 +127,7 @@ def test_the_goal_is_capped_at_a_fraction_of_the_current_physical_value(model_an
     model, codes = model_and_codes
     sel = select_atoms(model.mapper.effective_weight(), 0, 3)
     sd = torch.full((len(NAMES),), 0.5, dtype=torch.float64)
-    base = _reread(model, codes)
+    base = _reread(model, codes, FeedbackSettings().blur_px)
     # put the physical zero just below the first image's reading: its goal shrinks to 10 % of that gap
     zero = torch.zeros(len(NAMES), dtype=torch.float64)
     zero[0] = base[0, 0] - 0.5
@@ -128,9 +138,48 @@ def test_the_goal_is_capped_at_a_fraction_of_the_current_physical_value(model_an
     assert free.reread[0, 0] > 0.5
 
 
+def test_steps_move_an_atom_only_where_it_is_active_unless_told_otherwise(model_and_codes):
+    model, codes = model_and_codes
+    sel = select_atoms(model.mapper.effective_weight(), 0, 3)
+    atoms = list(sel.atoms)
+    sparse = codes.clone()
+    sparse[:, atoms, ::2] = 0.0  # half of each edited atom's locations inactive
+    assert torch.any(sparse[:, atoms] != 0)
+    sd = torch.full((len(NAMES),), 0.5, dtype=torch.float64)
+    settings = FeedbackSettings(goal_sd=0.5, iterations=20, code_weight=0.0)
+    steps = feedback_steps(model, sparse, sel, (), AttributeUnits(sd), settings)
+    inactive = sparse[:, atoms] == 0
+    for step in (steps.up, steps.down):
+        assert torch.all(step[:, atoms][inactive] == 0) and torch.any(step[:, atoms][~inactive] != 0)
+    anywhere = feedback_steps(model, sparse, sel, (), AttributeUnits(sd),
+                              FeedbackSettings(goal_sd=0.5, iterations=20, code_weight=0.0, active_only=False))
+    assert torch.any(anywhere.up[:, atoms][inactive] != 0)
+
+
+def test_a_smoothed_search_records_the_reading_of_the_smoothed_edit(model_and_codes):
+    model, codes = model_and_codes
+    sel = select_atoms(model.mapper.effective_weight(), 0, 3)
+    sd = torch.full((len(NAMES),), 0.5, dtype=torch.float64)
+    steps = feedback_steps(model, codes, sel, (), AttributeUnits(sd), FeedbackSettings(iterations=10, blur_px=1.0))
+    base, up = _reread(model, codes, 1.0), _reread(model, codes + steps.up, 1.0)
+    assert torch.allclose(steps.reread[:, 0], (up[:, 0] - base[:, 0]) / sd[0], atol=1e-9)
+    assert not torch.allclose(steps.reread[:, 0], (_reread(model, codes + steps.up)[:, 0] - _reread(model, codes)[:, 0])
+                              / sd[0], atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(2, 1, 17, 13), (1, 2, 6, 9, 8)])
+@pytest.mark.parametrize("sigma", [0.7, 1.0, 2.3])
+def test_smoothing_is_scipys_gaussian_filter(shape, sigma):
+    x = torch.rand(*shape, dtype=torch.float64)
+    ours = smooth_images(x, sigma).numpy()
+    ref = np.stack([[ndimage.gaussian_filter(c.numpy(), sigma, mode="nearest") for c in item] for item in x])
+    assert np.allclose(ours, ref, atol=1e-12)
+    assert smooth_images(x, 0.0) is x
+
+
 def test_feedback_settings_and_units_are_validated():
     for bad in ({"goal_sd": 0.0}, {"iterations": 0}, {"lr": -1.0}, {"code_weight": -0.1}, {"image_weight": -1.0},
-                {"max_relative": 0.0}):
+                {"max_relative": 0.0}, {"blur_px": -0.5}):
         with pytest.raises(ValueError):
             FeedbackSettings(**bad)
     with pytest.raises(ValueError, match="positive spreads"):

@@ -41,6 +41,8 @@ from attri_ssc.interpret.edit_references import DEFAULT_RULE
 #: The edit rules :meth:`Run.edit` offers (``feedback``, :data:`DEFAULT_RULE`, is the default; see
 #: ``interpret/editing.py``).
 EDIT_RULES = ("feedback", "shift", "prototype", "magnitude", "literal")
+#: :class:`EditSettings`' format version: 2 records the ``feedback`` search's settings.
+SETTINGS_VERSION = 2
 #: Feedback searches :class:`Run` keeps (per image, attribute, atoms and holds).
 FEEDBACK_CACHE_SIZE = 64
 #: Codes of input images kept by :meth:`Run.edit` (a slider move re-encodes nothing).
@@ -96,7 +98,11 @@ class EditSettings:
         image_path: for an image that is not in the run's data (an uploaded case): a ``.npy``
             file holding the model-ready image (1, *S) (written by :meth:`save`).
         top_k, active_only, exclusive: atom selection and rule options (see :meth:`Run.edit`).
-        version: format version of this record.
+        feedback: the ``feedback`` rule's search settings (the fields of
+            :class:`~attri_ssc.interpret.editing.FeedbackSettings`); None for other rules. Records of
+            version 1 did not hold them: they replay with the search of that time, which moved atoms
+            anywhere (:data:`~attri_ssc.interpret.editing.FEEDBACK_BEFORE_GUARDS`).
+        version: format version of this record (2 since ``feedback`` is recorded).
     """
 
     attribute: str
@@ -111,7 +117,8 @@ class EditSettings:
     top_k: int | None = None
     active_only: bool = False
     exclusive: bool = False
-    version: int = 1
+    feedback: dict[str, Any] | None = None
+    version: int = SETTINGS_VERSION
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -140,7 +147,30 @@ class EditSettings:
                      "atoms": [int(j) for j in data.get("atoms") or []]})
         if out.rule not in EDIT_RULES:
             raise ConfigError(f"{source}: field 'rule' must be one of {EDIT_RULES}, got {out.rule!r}")
+        if out.feedback is not None:
+            out.feedback_settings()  # validates
         return out
+
+    def feedback_settings(self, source: str = "settings"):
+        """The :class:`~attri_ssc.interpret.editing.FeedbackSettings` this edit's search used (those
+        of the time for a version-1 record without them); None for a rule other than ``feedback``."""
+        from attri_ssc.interpret.editing import FEEDBACK_BEFORE_GUARDS, FeedbackSettings
+
+        if self.rule != "feedback":
+            return None
+        if self.feedback is None:
+            return FEEDBACK_BEFORE_GUARDS if self.version < 2 else FeedbackSettings()
+        if not isinstance(self.feedback, dict):
+            raise ConfigError(f"{source}: field 'feedback' must be an object of FeedbackSettings fields, "
+                              f"got {self.feedback!r}")
+        known = set(FeedbackSettings.__dataclass_fields__)
+        unknown = sorted(set(self.feedback) - known)
+        if unknown:
+            raise ConfigError(f"{source}: field 'feedback' has unknown key(s) {unknown}; valid: {sorted(known)}")
+        try:
+            return FeedbackSettings(**self.feedback)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{source}: field 'feedback': {exc}") from None
 
     @classmethod
     def from_json(cls, text: str, source: str = "settings") -> "EditSettings":
@@ -522,7 +552,7 @@ class Run:
              hold: Sequence[str] | None = None, *, top_k: int | None = None, atoms: Sequence[int] | None = None,
              active_only: bool = False, exclusive: bool = False, saliency: bool = False,
              percentile: float | None = None, quantile: float | None = None,
-             case_id: str | None = None, slice: int | None = None) -> EditResult:
+             case_id: str | None = None, slice: int | None = None, feedback=None) -> EditResult:
         """Edit one attribute of a batch of images in code space (paper A.5 and our rules).
 
         Args:
@@ -538,13 +568,17 @@ class Run:
         Keyword args (beyond the BRIEF): ``top_k`` atoms (default: the run's train.top_k) or explicit
         ``atoms``; ``active_only``, ``exclusive`` as in ``attri-ssc edit``; ``saliency`` to compute
         |dx̂/dα| maps; ``percentile``/``quantile`` other bound/prototype settings (need the data);
-        ``case_id``/``slice`` recorded in the settings.
+        ``case_id``/``slice`` recorded in the settings; ``feedback`` the ``feedback`` rule's search
+        (:class:`~attri_ssc.interpret.editing.FeedbackSettings`; default: its defaults), recorded too.
 
         Returns:
             :class:`EditResult` with images (n, B, 1, *S), codes (n, B, K, *s), readings (n, B, |A|).
         """
-        from attri_ssc.interpret.editing import alpha_grid, edit_sweep
+        from attri_ssc.interpret.editing import FeedbackSettings, alpha_grid, edit_sweep
 
+        if feedback is not None and not isinstance(feedback, FeedbackSettings):
+            raise ConfigError(f"feedback must be a FeedbackSettings, got {type(feedback).__name__}")
+        search = (feedback or FeedbackSettings()) if rule == "feedback" else None
         if isinstance(images, dict) and "image" in images:
             case_id = images.get("case_id") if case_id is None else case_id
             slice = images.get("slice") if slice is None else slice
@@ -572,7 +606,7 @@ class Run:
             model = self.model.eval()
             image_key = _image_key(x)
             z = self._input_codes(x, image_key)  # (B, K, *s), encoded once per image
-            steps = self._feedback_steps(image_key, z, selection, held, stats) if rule == "feedback" else None
+            steps = self._feedback_steps(image_key, z, selection, held, stats, search) if search else None
             sweep = edit_sweep(model, x, selection, stats.bounds, alpha_t, rule, active_only, saliency=saliency,
                                prototypes=prototypes, steps=steps, codes=z)  # rows α-major: (n·B, ...)
             with torch.no_grad():
@@ -585,7 +619,8 @@ class Run:
         settings = EditSettings(attribute=attribute, alphas=[float(v) for v in alpha_t.tolist()], rule=rule,
                                 hold=[self.attribute_names[o] for o in held], atoms=list(selection.atoms),
                                 run=str(self.run_dir), case_id=case_id, slice=slice, top_k=top_k,
-                                active_only=active_only, exclusive=exclusive)
+                                active_only=active_only, exclusive=exclusive,
+                                feedback=None if search is None else asdict(search))
         return EditResult(images=_back(split(sweep.images), as_numpy, given),
                           codes=_back(split(sweep.codes), as_numpy, given),
                           readings=_back(split(self._physical(reread).float()), as_numpy, given),
@@ -604,15 +639,15 @@ class Run:
         :data:`CODES_CACHE_SIZE`): only α changes while a slider moves."""
         return _cached(self._codes_cache, image_key, CODES_CACHE_SIZE, lambda: self._codes_only(x))
 
-    def _feedback_steps(self, image_key: tuple, z: Tensor, selection, held: tuple[int, ...], stats):
+    def _feedback_steps(self, image_key: tuple, z: Tensor, selection, held: tuple[int, ...], stats, search):
         """The ``feedback`` rule's per-image steps (``interpret/editing.py``), searched once per image,
-        atoms, holds and statistics: a slider that moves α again reuses them (LRU of
+        atoms, holds, statistics and search settings: a slider that moves α again reuses them (LRU of
         :data:`FEEDBACK_CACHE_SIZE`)."""
-        from attri_ssc.interpret.editing import FeedbackSettings, feedback_steps
+        from attri_ssc.interpret.editing import feedback_steps
 
-        key = (image_key, selection.attribute, selection.atoms, selection.signs, tuple(held), id(stats))
+        key = (image_key, selection.attribute, selection.atoms, selection.signs, tuple(held), id(stats), search)
         return _cached(self._feedback_cache, key, FEEDBACK_CACHE_SIZE,
-                       lambda: feedback_steps(self.model, z, selection, held, stats.units, FeedbackSettings()))
+                       lambda: feedback_steps(self.model, z, selection, held, stats.units, search))
 
     def saliency(self, images: Any, attribute: str, alpha: float = 1.0, rule: str = DEFAULT_RULE,
                  hold: Sequence[str] | None = None, **options) -> Any:
@@ -646,7 +681,7 @@ class Run:
         result = self.edit(image, settings.attribute, settings.alphas, settings.rule, settings.hold,
                            atoms=settings.atoms or None, top_k=settings.top_k, active_only=settings.active_only,
                            exclusive=settings.exclusive, saliency=True, case_id=settings.case_id,
-                           slice=settings.slice)
+                           slice=settings.slice, feedback=settings.feedback_settings())
         result.settings.image_path = settings.image_path
         return result, image
 
