@@ -65,6 +65,14 @@ def test_interpolate_and_edit_write_pngs_and_cache_bounds(smoke_run, tmp_path, c
     assert main(["edit", str(smoke_run), f"{case_b}:{slice_b}", "--attribute", "myo_volume", "--steps", "3",
                  "--rule", "shift", "--out", str(tmp_path / "shift.png")]) == 0
     assert "rule shift, holding lv_volume fixed)" in capsys.readouterr().out
+    # the feedback search's settings: a setting other than the default is applied and named in the output
+    assert main(["edit", str(smoke_run), f"{case_b}:{slice_b}", "--attribute", "lv_volume", "--steps", "3",
+                 "--search", "active_only=false", "--search", "iterations=4", "--out", str(tmp_path / "s.png")]) == 0
+    _png(tmp_path / "s.png")
+    assert "search iterations=4, active_only=False)" in capsys.readouterr().out
+    assert main(["edit", str(smoke_run), f"{case_b}:{slice_b}", "--attribute", "lv_volume", "--rule", "shift",
+                 "--search", "iterations=5", "--out", str(tmp_path / "x.png")]) == 2
+    assert "--search sets the feedback rule's search" in capsys.readouterr().err
     # the run predates its interpretation statistics: the first edit computed and saved them in the run folder
     stats = json.loads((smoke_run / "interpretation.json").read_text())["meta"]
     assert stats["bounds"]["percentile"] == 99.0 and len(stats["bounds"]["lower"]) == 16
@@ -133,6 +141,19 @@ def test_verify_edits_runs_only_the_variants_asked_for(smoke_run, tmp_path, caps
     assert list(rep["results"]) == ["feedback", "literal"]
     assert main(["verify-edits", str(smoke_run), "--variant", "nope", "--out", str(tmp_path / "x")]) == 2
     assert "unknown --variant nope; choose from: feedback, shift+conditional" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_verify_edits_takes_the_feedback_search_settings(smoke_run, tmp_path, capsys):
+    base = ["verify-edits", str(smoke_run), "--n-images", "2", "--steps", "3"]
+    assert main(base + ["--search", "active_only=false", "--search", "iterations=3", "--search", "blur_px=0.5",
+                        "--out", str(tmp_path / "a")]) == 0
+    rep = json.loads((tmp_path / "a" / "edit_verification.json").read_text())
+    assert (rep["feedback"]["active_only"], rep["feedback"]["iterations"], rep["feedback"]["blur_px"]) == (False, 3, 0.5)
+    for bad, said in (("steps=3", "KEY one of"), ("iterations=2.5", "iterations takes int"),
+                      ("active_only=maybe", "active_only takes bool"), ("blur_px=-1", "blur_px must be >= 0")):
+        assert main(base + ["--search", bad, "--out", str(tmp_path / "x")]) == 2
+        assert said in capsys.readouterr().err, bad
     assert not (tmp_path / "x").exists()
 
 

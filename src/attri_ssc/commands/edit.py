@@ -39,6 +39,46 @@ def check_quantile(quantile: float) -> None:
         raise ConfigError(f"--quantile must be in (0.5, 1), got {quantile}")
 
 
+def add_search_argument(p: argparse.ArgumentParser) -> None:
+    """``--search KEY=VALUE`` (repeatable): a setting of the ``feedback`` rule's search."""
+    p.add_argument("--search", action="append", default=[], metavar="KEY=VALUE",
+                   help="feedback rule: a setting of its search (repeatable), e.g. active_only=false, "
+                        "iterations=40, blur_px=0.7; keys: the fields of interpret.editing.FeedbackSettings")
+
+
+def feedback_settings(items: list[str]):
+    """``--search KEY=VALUE`` items → :class:`~attri_ssc.interpret.editing.FeedbackSettings` (YAML values);
+    ConfigError naming the item and what was expected."""
+    import yaml
+
+    from attri_ssc.interpret.editing import FeedbackSettings
+
+    fields = {f.name: f for f in dataclasses.fields(FeedbackSettings)}
+    values = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or key not in fields:
+            raise ConfigError(f"--search {item!r}: expected KEY=VALUE with KEY one of {sorted(fields)}")
+        value = yaml.safe_load(text)
+        default = fields[key].default
+        if isinstance(default, bool):
+            ok = isinstance(value, bool)
+        elif isinstance(default, (int, float)):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if ok and isinstance(default, int) and not isinstance(default, bool):
+                ok = isinstance(value, int)
+        else:  # max_relative: a number or null
+            ok = value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+        if not ok:
+            raise ConfigError(f"--search {item!r}: {key} takes {type(default).__name__ if default is not None else 'a number or null'}"
+                              f" values (default {default!r}), got {text!r}")
+        values[key] = value
+    try:
+        return FeedbackSettings(**values)
+    except ValueError as exc:
+        raise ConfigError(f"--search: {exc}") from None
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     from attri_ssc.interpret.edit_references import DEFAULT_RULE
 
@@ -77,6 +117,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=9, help="α values in [-1, 1], odd (default 9)")
     p.add_argument("--top-k", type=int, default=None, help="atoms to edit (default: the run's train.top_k)")
     p.add_argument("--percentile", type=float, default=99.0, help="robust bound percentile (default 99)")
+    add_search_argument(p)
     p.add_argument("--out", type=Path, required=True, help="PNG to write")
     p.set_defaults(func=_edit)
 
@@ -125,6 +166,17 @@ def _interpolate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _search_changes(recorded: dict | None) -> str:
+    """``"; search KEY=VALUE, ..."`` for the feedback search's settings that differ from the defaults."""
+    from attri_ssc.interpret.editing import FeedbackSettings
+
+    if not recorded:
+        return ""
+    default = dataclasses.asdict(FeedbackSettings())
+    changed = [f"{k}={v!r}" for k, v in recorded.items() if default.get(k) != v]
+    return f"; search {', '.join(changed)}" if changed else ""
+
+
 def _edit(args: argparse.Namespace) -> int:
     """Through the Python API (``Run.edit``), so the CLI, notebooks and the explorer edit alike."""
     import numpy as np
@@ -135,9 +187,12 @@ def _edit(args: argparse.Namespace) -> int:
 
     check_png(args.out)
     check_quantile(args.quantile)
+    search = feedback_settings(args.search)
+    if args.search and args.rule != "feedback":
+        raise ConfigError(f"--search sets the feedback rule's search; --rule is {args.rule}")
     if args.settings is not None:
-        if args.case is not None or args.attribute is not None:
-            raise ConfigError("--settings replays a saved edit: give no CASE and no --attribute with it")
+        if args.case is not None or args.attribute is not None or args.search:
+            raise ConfigError("--settings replays a saved edit: give no CASE, --attribute or --search with it")
         run = api_run(args)
         result, image = run.replay(args.settings)
         label = (result.settings.case_id or Path(result.settings.image_path or "image").name) + (
@@ -161,11 +216,12 @@ def _edit(args: argparse.Namespace) -> int:
                     if args.hold_fixed else [])
         result = run.edit(item, args.attribute, alphas.tolist(), args.rule, hold, top_k=args.top_k,
                           active_only=args.active_only, exclusive=args.exclusive, saliency=True,
-                          percentile=args.percentile, quantile=args.quantile)
+                          percentile=args.percentile, quantile=args.quantile, feedback=search)
     s = result.settings
     a = run.attribute_index(s.attribute)
     rule = (s.rule + (", holding " + ", ".join(s.hold) + " fixed" if s.hold else "")
-            + (" (active only)" if s.active_only else "") + (" (exclusive atoms)" if s.exclusive else ""))
+            + (" (active only)" if s.active_only else "") + (" (exclusive atoms)" if s.exclusive else "")
+            + _search_changes(s.feedback))
     reading = result.readings[:, 0, a]
     edit_strip(image, result.images[:, 0], s.alphas, args.out, saliency=result.saliency[:, 0],
                title=f"{label}: {s.attribute} edited via atoms {s.atoms} ({rule}); "

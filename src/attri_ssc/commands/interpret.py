@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from attri_ssc.commands.edit import add_run_arguments, check_png, check_quantile
+from attri_ssc.commands.edit import add_run_arguments, add_search_argument, check_png, check_quantile, feedback_settings
 from attri_ssc.errors import ConfigError
 
 
@@ -34,6 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--variant", action="append", default=None, metavar="NAME",
                    help="verify this rule variant (repeatable; e.g. feedback, shift+conditional, literal); "
                         "default: the default rule (compare-edit-rules verifies them all)")
+    add_search_argument(p)
     p.add_argument("--out", type=Path, required=True, help="folder for edit_verification.{json,md}")
     p.set_defaults(func=_verify)
 
@@ -81,11 +82,12 @@ def _verify(args: argparse.Namespace) -> int:
     if unknown:
         raise ConfigError(f"unknown --variant {', '.join(unknown)}; choose from: {', '.join(known)}")
     check_quantile(args.quantile)
+    search = feedback_settings(args.search)
     run, bundle = load_run_and_data(args.run, args.data, args.device, layout=args.layout)
     print(write_verification(run, bundle, args.out, split=args.split, n_images=args.n_images, steps=args.steps,
                              top_k=args.top_k, percentile=args.percentile, quantile=args.quantile,
                              variants=None if args.variant is None else [v for v in VARIANTS if v.name in args.variant],
-                             run_label=str(args.run)))
+                             run_label=str(args.run), feedback_settings=search))
     print(f"written to {args.out}")
     return 0
 

@@ -109,17 +109,19 @@ def write_correlations(run, bundle, split: str, out: Path) -> str:
 
 def write_verification(run, bundle, out: Path, *, split: str = "test", n_images: int = 24, steps: int = 9,
                        top_k: int | None = None, percentile: float = 99.0, quantile: float = 0.9,
-                       variants: Sequence | None = None, run_label: str = "") -> str:
+                       variants: Sequence | None = None, run_label: str = "", feedback_settings=None) -> str:
     """Edit verification by the model-free judge → ``out/edit_verification.{json,md}``.
 
     Args:
         variants: :class:`~attri_ssc.interpret.verification.EditVariant` s to verify (default: the
             default rule, :data:`~attri_ssc.interpret.edit_rules.DEFAULT_VARIANTS`).
+        feedback_settings: the ``feedback`` rule's search
+            (:class:`~attri_ssc.interpret.editing.FeedbackSettings`; None: its defaults).
     Returns:
         The Markdown table.
     """
     from attri_ssc.interpret.edit_references import attribute_units, bounds_and_prototypes, resolve_top_k
-    from attri_ssc.interpret.editing import collect_codes
+    from attri_ssc.interpret.editing import FeedbackSettings, collect_codes
     from attri_ssc.interpret.edit_rules import DEFAULT_VARIANTS, EDIT_TARGETS
     from attri_ssc.interpret.verification import held_out_images, verification_markdown, verify_edits
 
@@ -135,7 +137,8 @@ def write_verification(run, bundle, out: Path, *, split: str = "test", n_images:
                               resolve_top_k(run, top_k), steps=steps, prototypes=plain,
                               variants=list(variants) if variants is not None else list(DEFAULT_VARIANTS),
                               conditional_prototypes=conditional,
-                              attribute_units=attribute_units(run, bundle, train_codes))
+                              attribute_units=attribute_units(run, bundle, train_codes),
+                              feedback_settings=feedback_settings or FeedbackSettings())
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     report["run"] = run_label or str(run.run_dir)
