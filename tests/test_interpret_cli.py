@@ -289,3 +289,30 @@ def test_diagnose_usage_matches_independent_readers(smoke_run, tmp_path, capsys)
 def test_diagnose_usage_names_a_missing_checkpoint(smoke_run, capsys):
     assert main(["diagnose", "usage", str(smoke_run), "--checkpoint", "after_stage9"]) == 5
     assert "after_stage9.json: no such checkpoint" in capsys.readouterr().err
+
+
+def test_verify_edits_in_worker_processes_gives_the_same_report(smoke_run, tmp_path, capsys):
+    base = ["verify-edits", str(smoke_run), "--n-images", "3", "--steps", "3", "--search", "iterations=5"]
+    assert main(base + ["--out", str(tmp_path / "one")]) == 0
+    assert main(base + ["--jobs", "3", "--out", str(tmp_path / "three")]) == 0
+    one = json.loads((tmp_path / "one" / "edit_verification.json").read_text())
+    three = json.loads((tmp_path / "three" / "edit_verification.json").read_text())
+    assert len(one["results"]["feedback"]) == 3
+    one.pop("run"), three.pop("run")
+    assert json.dumps(one) == json.dumps(three)  # every number, and the order of every key
+    assert main(base + ["--jobs", "0", "--out", str(tmp_path / "x")]) == 2
+    assert "--jobs must be >= 1" in capsys.readouterr().err
+
+
+def test_reports_of_different_images_do_not_merge():
+    from attri_ssc.interpret.verification import merge_verifications
+
+    part = {"n_images": 3, "results": {"feedback": {"lv_area": {}}}, "atom_effects": {"lv_area": {}}, "feedback": None}
+    other = {**part, "n_images": 4, "results": {"feedback": {"myo_area": {}}}, "atom_effects": {"myo_area": {}}}
+    with pytest.raises(ValueError, match="n_images"):
+        merge_verifications([part, other])
+    merged = merge_verifications([part, {**other, "n_images": 3}])
+    assert list(merged["results"]["feedback"]) == ["lv_area", "myo_area"] and list(merged["atom_effects"]) == [
+        "lv_area", "myo_area"]
+    with pytest.raises(ValueError, match="no reports"):
+        merge_verifications([])

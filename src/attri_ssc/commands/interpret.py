@@ -35,6 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="verify this rule variant (repeatable; e.g. feedback, shift+conditional, literal); "
                         "default: the default rule (compare-edit-rules verifies them all)")
     add_search_argument(p)
+    p.add_argument("--jobs", type=int, default=1,
+                   help="processes verifying attributes side by side, one thread each (default 1; the numbers "
+                        "are the same for any value)")
     p.add_argument("--out", type=Path, required=True, help="folder for edit_verification.{json,md}")
     p.set_defaults(func=_verify)
 
@@ -77,6 +80,8 @@ def _verify(args: argparse.Namespace) -> int:
 
     if args.n_images < 2:
         raise ConfigError(f"--n-images must be >= 2, got {args.n_images}")
+    if args.jobs < 1:
+        raise ConfigError(f"--jobs must be >= 1, got {args.jobs}")
     known = [v.name for v in VARIANTS]
     unknown = [v for v in args.variant or () if v not in known]
     if unknown:
@@ -87,7 +92,7 @@ def _verify(args: argparse.Namespace) -> int:
     print(write_verification(run, bundle, args.out, split=args.split, n_images=args.n_images, steps=args.steps,
                              top_k=args.top_k, percentile=args.percentile, quantile=args.quantile,
                              variants=None if args.variant is None else [v for v in VARIANTS if v.name in args.variant],
-                             run_label=str(args.run), feedback_settings=search))
+                             run_label=str(args.run), feedback_settings=search, jobs=args.jobs))
     print(f"written to {args.out}")
     return 0
 

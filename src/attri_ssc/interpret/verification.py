@@ -278,7 +278,7 @@ def verify_edits(model, held_out: HeldOut, attribute_names: Sequence[str], bound
                  prototypes: AttributePrototypes | None = None,
                  conditional_prototypes: AttributePrototypes | None = None,
                  attribute_units: AttributeUnits | None = None,
-                 feedback_settings: FeedbackSettings = FeedbackSettings()) -> dict[str, Any]:
+                 feedback_settings: FeedbackSettings = FeedbackSettings(), jobs: int = 1) -> dict[str, Any]:
     """Verify edits of every judged attribute under each (rule, active_only) variant.
 
     Args:
@@ -300,16 +300,69 @@ def verify_edits(model, held_out: HeldOut, attribute_names: Sequence[str], bound
         attribute_units: the mapper's :class:`AttributeUnits`, for the ``feedback`` rule (skipped
             without them).
         feedback_settings: how the ``feedback`` rule searches its steps.
+        jobs: worker processes; with more than one, the attributes are verified side by side, one
+            per worker (CPU models only), and the reports merged.
     Returns:
         JSON-ready dict: settings and ``results[variant][attribute]`` from :func:`summarise`.
 
-    Runs with :data:`VERIFY_THREADS` CPU threads, so its numbers do not depend on the caller's
-    thread setting (the ``feedback`` search amplifies last-bit differences; see
-    :data:`attri_ssc.interpret.editing.SEARCH_THREADS`).
+    Runs with :data:`VERIFY_THREADS` CPU threads per process, so its numbers do not depend on the
+    caller's thread setting (the ``feedback`` search amplifies last-bit differences; see
+    :data:`attri_ssc.interpret.editing.SEARCH_THREADS`), nor on ``jobs``: each attribute's numbers
+    are computed alone, from the same inputs, in whichever process.
     """
+    if not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs must be a positive integer, got jobs={jobs!r}")
+    inputs = dict(model=model, held_out=held_out, attribute_names=list(attribute_names), bounds=bounds,
+                  spacing_mm=spacing_mm, scale=scale, top_k=top_k, steps=steps, variants=list(variants),
+                  prototypes=prototypes, conditional_prototypes=conditional_prototypes,
+                  attribute_units=attribute_units, feedback_settings=feedback_settings)
+    wanted = _wanted(attribute_names, attributes)
+    device = next(model.parameters()).device
+    if jobs == 1 or len(wanted) == 1 or device.type != "cpu":
+        return _verify_part({**inputs, "attributes": wanted})
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    # spawn: a forked child inherits the parent's OpenMP state, which can hang its first parallel region
+    with ProcessPoolExecutor(max_workers=min(jobs, len(wanted)),
+                             mp_context=multiprocessing.get_context("spawn")) as pool:
+        parts = list(pool.map(_verify_part, [{**inputs, "attributes": [a]} for a in wanted]))
+    return merge_verifications(parts)
+
+
+def _wanted(attribute_names: Sequence[str], attributes: Sequence[str] | None) -> list[str]:
+    """The attributes to verify: ``attributes`` (default: every judged one) that the run supervises."""
+    names = list(attribute_names)
+    judged = judged_names(names)
+    wanted = [a for a in (attributes or judged) if a in names and a in judged]
+    if not wanted:
+        raise ValueError(f"no judged attribute among {names}; the judge measures {list(judged)}")
+    return wanted
+
+
+def _verify_part(inputs: dict[str, Any]) -> dict[str, Any]:
+    """:func:`verify_edits` in this process, on one thread (a worker's task when ``jobs`` > 1)."""
     with fixed_threads(VERIFY_THREADS):
-        return _verify_edits(model, held_out, attribute_names, bounds, spacing_mm, scale, top_k, steps, variants,
-                             attributes, prototypes, conditional_prototypes, attribute_units, feedback_settings)
+        return _verify_edits(**inputs)
+
+
+def merge_verifications(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One report from :func:`verify_edits` reports of the same images and settings that verified
+    different attributes, in the order given (what one call over all of them returns)."""
+    if not parts:
+        raise ValueError("no reports to merge")
+    merged = dict(parts[0])
+    shared = [k for k in merged if k not in ("results", "atom_effects", "feedback")]
+    for part in parts[1:]:
+        differ = [k for k in shared if part.get(k) != merged[k]]
+        if differ or set(part["results"]) != set(merged["results"]):
+            raise ValueError(f"reports of different images or settings cannot be merged (they differ in {differ or 'variants'})")
+    merged["results"] = {v: {a: r for part in parts for a, r in part["results"][v].items()} for v in merged["results"]}
+    merged["atom_effects"] = {a: e for part in parts for a, e in part["atom_effects"].items()}
+    if merged.get("feedback") is not None:
+        merged["feedback"] = {**merged["feedback"],
+                              "holds": {a: h for part in parts for a, h in part["feedback"]["holds"].items()}}
+    return merged
 
 
 def _verify_edits(model, held_out: HeldOut, attribute_names: Sequence[str], bounds: AtomBounds, spacing_mm: float,
@@ -319,9 +372,7 @@ def _verify_edits(model, held_out: HeldOut, attribute_names: Sequence[str], boun
                   feedback_settings: FeedbackSettings) -> dict[str, Any]:
     names = list(attribute_names)
     judged = judged_names(names)
-    wanted = [a for a in (attributes or judged) if a in names and a in judged]
-    if not wanted:
-        raise ValueError(f"no judged attribute among {names}; the judge measures {list(judged)}")
+    wanted = _wanted(names, attributes)
     alphas = alpha_grid(steps)
     codes = collect_codes(model.backbone, held_out.images)
     results: dict[str, Any] = {}
@@ -426,4 +477,5 @@ def verification_markdown(report: dict[str, Any], targets: dict[str, float] | No
 
 
 __all__ = ["HEADLINE_OTHERS", "EditVariant", "HeldOut", "JUDGED", "VARIANTS", "atom_effects", "held_out_images",
-           "judged_names", "judged_responses", "summarise", "verification_markdown", "verify_edits"]
+           "judged_names", "judged_responses", "merge_verifications", "summarise", "verification_markdown",
+           "verify_edits"]

@@ -109,7 +109,8 @@ def write_correlations(run, bundle, split: str, out: Path) -> str:
 
 def write_verification(run, bundle, out: Path, *, split: str = "test", n_images: int = 24, steps: int = 9,
                        top_k: int | None = None, percentile: float = 99.0, quantile: float = 0.9,
-                       variants: Sequence | None = None, run_label: str = "", feedback_settings=None) -> str:
+                       variants: Sequence | None = None, run_label: str = "", feedback_settings=None,
+                       jobs: int = 1) -> str:
     """Edit verification by the model-free judge → ``out/edit_verification.{json,md}``.
 
     Args:
@@ -117,6 +118,7 @@ def write_verification(run, bundle, out: Path, *, split: str = "test", n_images:
             default rule, :data:`~attri_ssc.interpret.edit_rules.DEFAULT_VARIANTS`).
         feedback_settings: the ``feedback`` rule's search
             (:class:`~attri_ssc.interpret.editing.FeedbackSettings`; None: its defaults).
+        jobs: processes verifying attributes side by side (the numbers do not depend on it).
     Returns:
         The Markdown table.
     """
@@ -138,7 +140,7 @@ def write_verification(run, bundle, out: Path, *, split: str = "test", n_images:
                               variants=list(variants) if variants is not None else list(DEFAULT_VARIANTS),
                               conditional_prototypes=conditional,
                               attribute_units=attribute_units(run, bundle, train_codes),
-                              feedback_settings=feedback_settings or FeedbackSettings())
+                              feedback_settings=feedback_settings or FeedbackSettings(), jobs=jobs)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     report["run"] = run_label or str(run.run_dir)
