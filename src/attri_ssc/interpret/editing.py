@@ -49,7 +49,7 @@ already active in Z (A.5's ``active_only`` locations): on the 16×16-latent demo
 free to paint every location covered the whole slice with texture that the encoder read as
 a larger cavity, and the judge did not (docs/fidelity.md "Edits"). Optionally (``blur_px``)
 the decoded edit is smoothed before it is encoded again, so that pixel-scale texture reads as
-nothing; measured on two seeds it did not improve the edits, so it is off.
+nothing; on two seeds it helped the cavity edit on one and hurt it on the other, so it is off.
 
 Prototypes can be *conditional* (``condition_on``): before taking quantiles, the attribute
 is regressed (least squares with an intercept) on the attributes the edit should leave
